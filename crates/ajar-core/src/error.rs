@@ -1,0 +1,35 @@
+//! What a use case can answer instead of a result.
+
+use ajar_domain::Rejected;
+use ajar_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The domain said no; the message says why and what would work.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    /// Nothing the caller may see has this id. Deliberately the same answer
+    /// for "does not exist" and "not yours".
+    #[error("there is no request {id} that you may see")]
+    NotFound { id: String },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("too many failed logins for this user or from this address; try again in {retry_after_secs} seconds")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Someone else changed the request at the same moment.
+    #[error("the request changed while your command ran (someone else acted on it); look at it again and retry")]
+    Conflict,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { .. } => CoreError::Conflict,
+            other => CoreError::Internal(other.to_string()),
+        }
+    }
+}

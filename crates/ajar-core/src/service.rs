@@ -1,0 +1,774 @@
+//! The use cases, one method each: load, decide (pure), commit with audit,
+//! then enforce.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use ajar_domain::policy::{self, evaluate, Ask, Principal, Verdict};
+use ajar_domain::request::{may_revoke, Actor};
+use ajar_domain::{
+    Action, AuditEvent, Catalog, Change, DriverKind, Effect, Enforcement, EnforcementStatus, GrantDuration,
+    NewAuditEvent, Request, RequestId, RequestState, Target, Timestamp,
+};
+use ajar_enforce::{plan, Driver, DriverError, GrantSpec, Opened};
+use ajar_store::{AuditScope, RequestFilter, Store, StoreError};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::audit_file::AuditFile;
+use crate::auth::{self, LoginLimiter};
+use crate::metrics::Metrics;
+use crate::scheduler::Deadline;
+use crate::{Clock, CoreError};
+
+/// Settings the use cases read; reloadable with the catalog.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub approval_timeout: GrantDuration,
+    pub token_ttl: GrantDuration,
+}
+
+/// A target as a caller may see it: with the combined limits of the
+/// policies that let them request it.
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    pub target: Target,
+    pub max_duration: GrantDuration,
+    pub reason_required: bool,
+    pub approvals_required: u32,
+    pub approvers: Vec<String>,
+    pub policies: Vec<String>,
+    pub connect: Option<Opened>,
+}
+
+/// A request with where to connect once its path is open.
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    pub request: Request,
+    pub connect: Option<Opened>,
+}
+
+/// The outcome of a full audit verification.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditReport {
+    pub ok: bool,
+    pub events: i64,
+    pub head_hash: String,
+    /// The first problem found, with the sequence number of the event.
+    pub problem: Option<AuditProblem>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditProblem {
+    pub seq: i64,
+    pub message: String,
+}
+
+pub struct Core {
+    store: Arc<dyn Store>,
+    catalog: RwLock<Arc<Catalog>>,
+    settings: RwLock<CoreSettings>,
+    drivers: BTreeMap<DriverKind, Arc<dyn Driver>>,
+    clock: Arc<dyn Clock>,
+    audit_file: Option<AuditFile>,
+    limiter: LoginLimiter,
+    metrics: Metrics,
+    deadlines: OnceLock<mpsc::UnboundedSender<Deadline>>,
+}
+
+/// How many requests a listing returns at most.
+const LIST_LIMIT: u32 = 500;
+
+impl Core {
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Catalog,
+        settings: CoreSettings,
+        drivers: BTreeMap<DriverKind, Arc<dyn Driver>>,
+        clock: Arc<dyn Clock>,
+        audit_file: Option<AuditFile>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            catalog: RwLock::new(Arc::new(catalog)),
+            settings: RwLock::new(settings),
+            drivers,
+            clock,
+            audit_file,
+            limiter: LoginLimiter::default(),
+            metrics: Metrics::default(),
+            deadlines: OnceLock::new(),
+        })
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn settings(&self) -> CoreSettings {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub(crate) fn set_scheduler(&self, tx: mpsc::UnboundedSender<Deadline>) {
+        let _ = self.deadlines.set(tx);
+    }
+
+    /// Asks the scheduler to look at `request` at its next deadline.
+    fn schedule(&self, request: &Request) {
+        let at = match request.state {
+            RequestState::Pending => request.decide_by,
+            RequestState::Active => match request.ends_at {
+                Some(end) => end,
+                None => return,
+            },
+            _ => return,
+        };
+        if let Some(tx) = self.deadlines.get() {
+            let _ = tx.send(Deadline { id: request.id.clone(), at });
+        }
+    }
+
+    // ---- audit ------------------------------------------------------------
+
+    /// Appends events that change no request.
+    pub async fn record(&self, events: Vec<NewAuditEvent>) -> Result<(), CoreError> {
+        let written = self.store.append_audit(events).await?;
+        self.after_audit(&written).await;
+        Ok(())
+    }
+
+    async fn after_audit(&self, written: &[AuditEvent]) {
+        for event in written {
+            self.metrics.record(event.action);
+        }
+        if let Some(file) = &self.audit_file {
+            if let Err(e) = file.sync(self.store.as_ref()).await {
+                error!(error = %e, "cannot write the audit file; the database keeps the events and the file catches up at the next write");
+            }
+        }
+    }
+
+    fn request_event(&self, request: &Request, action: Action, actor: &Actor, reason: Option<String>, data: serde_json::Value) -> NewAuditEvent {
+        NewAuditEvent {
+            at: self.now(),
+            actor: actor.label(),
+            action,
+            target: Some(request.target.to_string()),
+            source: Some(request.source.to_string()),
+            request_id: Some(request.id.to_string()),
+            subject: Some(request.requester.to_string()),
+            reason,
+            data,
+        }
+    }
+
+    /// The audit events a domain change implies.
+    fn change_events(&self, change: &Change) -> Vec<NewAuditEvent> {
+        let r = &change.next;
+        change
+            .actions
+            .iter()
+            .map(|action| {
+                let (reason, data) = match action {
+                    Action::Requested => (
+                        Some(r.reason.clone()),
+                        json!({
+                            "duration_seconds": r.duration.as_secs(),
+                            "approvals_required": r.approvals_required,
+                            "policies": r.policies,
+                        }),
+                    ),
+                    Action::Activated => (
+                        None,
+                        json!({ "starts_at": r.starts_at, "ends_at": r.ends_at, "approvals": r.approvals.len() }),
+                    ),
+                    Action::Expired => (None, json!({ "ends_at": r.ends_at })),
+                    _ => (change.comment.clone(), json!({})),
+                };
+                self.request_event(r, *action, &change.actor, reason, data)
+            })
+            .collect()
+    }
+
+    /// Commits a change of an existing request (still in state `before`)
+    /// with its audit events, then carries out its effect.
+    async fn apply(&self, before: RequestState, change: Change) -> Result<Request, CoreError> {
+        let events = self.change_events(&change);
+        let written = self.store.update_request(&change.next, before, events).await?;
+        self.after_audit(&written).await;
+        Ok(self.enforce(change.next, change.effect).await)
+    }
+
+    async fn enforce(&self, request: Request, effect: Option<Effect>) -> Request {
+        match effect {
+            Some(Effect::Open) => {
+                self.schedule(&request);
+                self.open_grant(request).await
+            }
+            Some(Effect::Close) => self.close_grant(request).await,
+            None => {
+                self.schedule(&request);
+                request
+            }
+        }
+    }
+
+    fn driver_for(&self, catalog: &Catalog, request: &Request) -> Result<(Target, Arc<dyn Driver>), DriverError> {
+        let target = catalog.target(request.target.as_str()).ok_or_else(|| {
+            DriverError::permanent(format!("target {} is no longer in the configuration", request.target))
+        })?;
+        let driver = self
+            .drivers
+            .get(&target.driver)
+            .ok_or_else(|| DriverError::permanent(format!("driver {} is not running on this server", target.driver)))?;
+        Ok((target.clone(), driver.clone()))
+    }
+
+    /// Opens the path of an active grant and records how that went.
+    async fn open_grant(&self, request: Request) -> Request {
+        let catalog = self.catalog();
+        let outcome = match self.driver_for(&catalog, &request) {
+            Ok((target, driver)) => {
+                let Some(ends_at) = request.ends_at else { return request };
+                let spec = GrantSpec { id: request.id.clone(), target, source: request.source, ends_at };
+                driver.open(&spec).await.map(|opened| (opened, driver))
+            }
+            Err(e) => Err(e),
+        };
+        let mut next = request.clone();
+        let (event, driver) = match outcome {
+            Ok((opened, driver)) => {
+                next.enforcement = Enforcement::status(EnforcementStatus::Open);
+                let data = json!({ "host": opened.host, "port": opened.port });
+                (self.request_event(&next, Action::Opened, &Actor::System, None, data), Some(driver))
+            }
+            Err(e) => {
+                warn!(request = %request.id, error = %e, "opening the grant failed; the reconciler will retry");
+                next.enforcement = Enforcement { status: EnforcementStatus::Failed, error: Some(e.message.clone()) };
+                let data = json!({ "error": e.message, "transient": e.transient });
+                (self.request_event(&next, Action::OpenFailed, &Actor::System, None, data), None)
+            }
+        };
+        match self.store.update_request(&next, RequestState::Active, vec![event]).await {
+            Ok(written) => {
+                self.after_audit(&written).await;
+                next
+            }
+            Err(StoreError::Conflict { .. }) => {
+                // The grant ended while the driver was opening it: make sure
+                // what was just opened is closed again.
+                if let Some(driver) = driver {
+                    if let Err(e) = driver.close(&request.id).await {
+                        warn!(request = %request.id, error = %e, "closing a grant that ended while opening failed; the reconciler will retry");
+                    }
+                }
+                self.store.get_request(&request.id).await.ok().flatten().unwrap_or(request)
+            }
+            Err(e) => {
+                error!(request = %request.id, error = %e, "cannot record the enforcement status");
+                next
+            }
+        }
+    }
+
+    /// Closes the path of a grant that has ended and records how that went.
+    async fn close_grant(&self, request: Request) -> Request {
+        let catalog = self.catalog();
+        let result = match self.driver_for(&catalog, &request) {
+            Ok((_, driver)) => driver.close(&request.id).await,
+            // The target is gone from the config: close on every driver (a
+            // close of an unknown grant is a no-op by contract).
+            Err(_) => {
+                let mut result = Ok(());
+                for driver in self.drivers.values() {
+                    if let Err(e) = driver.close(&request.id).await {
+                        result = Err(e);
+                    }
+                }
+                result
+            }
+        };
+        let mut next = request.clone();
+        let event = match result {
+            Ok(()) => {
+                next.enforcement = Enforcement::status(EnforcementStatus::Closed);
+                self.request_event(&next, Action::Closed, &Actor::System, None, json!({}))
+            }
+            Err(e) => {
+                error!(request = %request.id, error = %e, "closing the grant failed; the reconciler will retry");
+                next.enforcement = Enforcement { status: EnforcementStatus::Failed, error: Some(e.message.clone()) };
+                let data = json!({ "error": e.message, "transient": e.transient });
+                self.request_event(&next, Action::CloseFailed, &Actor::System, None, data)
+            }
+        };
+        match self.store.update_request(&next, request.state, vec![event]).await {
+            Ok(written) => {
+                self.after_audit(&written).await;
+                next
+            }
+            Err(e) => {
+                error!(request = %request.id, error = %e, "cannot record the enforcement status");
+                next
+            }
+        }
+    }
+
+    // ---- identity ---------------------------------------------------------
+
+    /// Checks a local user's password and issues a bearer token.
+    pub async fn login(&self, username: &str, password: &str, addr: IpAddr) -> Result<(String, Timestamp), CoreError> {
+        let shown: String = username.chars().take(64).collect();
+        let started = std::time::Instant::now();
+        if let Err(retry_after_secs) = self.limiter.check(&shown, addr, started) {
+            return Err(CoreError::RateLimited { retry_after_secs });
+        }
+        let catalog = self.catalog();
+        let user = catalog.user(username);
+        let hash = user.map_or(auth::decoy_hash().to_owned(), |u| u.password_hash.clone());
+        let attempt = password.to_owned();
+        // argon2 is deliberately slow; keep it off the async workers.
+        let matches = tokio::task::spawn_blocking(move || auth::verify_password(&attempt, &hash))
+            .await
+            .map_err(|e| CoreError::Internal(format!("password check failed: {e}")))?;
+        let now = self.now();
+        let event = |action, reason: Option<&str>| NewAuditEvent {
+            at: now,
+            actor: shown.clone(),
+            action,
+            target: None,
+            source: Some(addr.to_string()),
+            request_id: None,
+            subject: Some(shown.clone()),
+            reason: reason.map(str::to_owned),
+            data: json!({}),
+        };
+        match user {
+            Some(user) if matches => {
+                let token = auth::new_token();
+                let expires_at = now + self.settings().token_ttl.as_chrono();
+                self.store.insert_token(&auth::token_hash(&token), user.name.as_str(), now, expires_at).await?;
+                self.record(vec![event(Action::Login, None)]).await?;
+                info!(user = %user.name, %addr, "login");
+                Ok((token, expires_at))
+            }
+            _ => {
+                self.limiter.record_failure(&shown, addr, started);
+                let why = if user.is_some() { "wrong password" } else { "unknown user" };
+                self.record(vec![event(Action::LoginFailed, Some(why))]).await?;
+                warn!(user = %shown, %addr, why, "failed login");
+                Err(CoreError::Unauthenticated("the user name or password is wrong"))
+            }
+        }
+    }
+
+    /// The principal a bearer token stands for, with the groups the config
+    /// gives them now.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, CoreError> {
+        let expired = || CoreError::Unauthenticated("your token is invalid or has expired; run `ajar login` again");
+        if !token.starts_with("ajar_") || token.len() > 128 {
+            return Err(expired());
+        }
+        let user = self.store.token_user(&auth::token_hash(token), self.now()).await?.ok_or_else(expired)?;
+        let catalog = self.catalog();
+        let user = catalog.user(&user).ok_or_else(expired)?;
+        Ok(Principal::new(user.name.clone(), user.groups.iter().cloned()))
+    }
+
+    // ---- targets ----------------------------------------------------------
+
+    pub fn connect_info(&self, target: &Target) -> Option<Opened> {
+        self.drivers.get(&target.driver).and_then(|d| d.connect_info(target))
+    }
+
+    pub fn targets(&self, who: &Principal) -> Vec<TargetView> {
+        let catalog = self.catalog();
+        policy::offers(&catalog, who)
+            .into_iter()
+            .map(|offer| TargetView {
+                target: offer.target.clone(),
+                max_duration: offer.max_duration,
+                reason_required: offer.reason_required,
+                approvals_required: offer.approvals_required,
+                approvers: offer.approvers.iter().map(|s| s.to_string()).collect(),
+                policies: offer.policies.iter().map(|p| p.to_string()).collect(),
+                connect: self.connect_info(offer.target),
+            })
+            .collect()
+    }
+
+    // ---- requests ---------------------------------------------------------
+
+    pub async fn create_request(&self, who: &Principal, addr: IpAddr, ask: Ask) -> Result<RequestView, CoreError> {
+        let catalog = self.catalog();
+        let verdict = evaluate(&catalog, who, &ask, addr)?;
+        let id = RequestId::from_random(rand::random());
+        let change = Request::create(id, who, addr, &ask, &verdict, self.now(), self.settings().approval_timeout);
+        let events = self.change_events(&change);
+        let written = self.store.insert_request(&change.next, events).await?;
+        self.after_audit(&written).await;
+        info!(request = %change.next.id, requester = %who.name, target = %ask.target, state = %change.next.state, "request");
+        let request = self.enforce(change.next, change.effect).await;
+        Ok(self.view(request))
+    }
+
+    fn view(&self, request: Request) -> RequestView {
+        let open = request.state == RequestState::Active && request.enforcement.status == EnforcementStatus::Open;
+        let connect = if open {
+            self.catalog().target(request.target.as_str()).and_then(|t| self.connect_info(t))
+        } else {
+            None
+        };
+        RequestView { request, connect }
+    }
+
+    /// The requester as the policy engine should see them now: with their
+    /// current groups if they are still a user, else as they were.
+    fn requester(&self, catalog: &Catalog, request: &Request) -> Principal {
+        match catalog.user(request.requester.as_str()) {
+            Some(user) => Principal::new(user.name.clone(), user.groups.iter().cloned()),
+            None => request.requester_principal(),
+        }
+    }
+
+    fn verdict(&self, catalog: &Catalog, request: &Request) -> Result<Verdict, ajar_domain::Rejected> {
+        evaluate(catalog, &self.requester(catalog, request), &request.ask(), request.requester_addr)
+    }
+
+    fn may_see(&self, catalog: &Catalog, who: &Principal, request: &Request) -> bool {
+        who.name == request.requester
+            || who.may_read_all_audit(catalog)
+            || self
+                .verdict(catalog, request)
+                .is_ok_and(|v| policy::check_approver(&v, &request.requester, who).is_ok())
+    }
+
+    async fn load_visible(&self, who: &Principal, id: &str) -> Result<Request, CoreError> {
+        let not_found = || CoreError::NotFound { id: id.chars().take(64).collect() };
+        let id = RequestId::parse(id).ok_or_else(not_found)?;
+        let request = self.store.get_request(&id).await?.ok_or_else(not_found)?;
+        if self.may_see(&self.catalog(), who, &request) {
+            Ok(request)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    pub async fn get_request(&self, who: &Principal, id: &str) -> Result<RequestView, CoreError> {
+        Ok(self.view(self.load_visible(who, id).await?))
+    }
+
+    pub async fn list_requests(&self, who: &Principal, mut filter: RequestFilter) -> Result<Vec<RequestView>, CoreError> {
+        filter.limit = if filter.limit == 0 { LIST_LIMIT } else { filter.limit.min(LIST_LIMIT) };
+        let catalog = self.catalog();
+        let requests = self.store.list_requests(&filter).await?;
+        Ok(requests.into_iter().filter(|r| self.may_see(&catalog, who, r)).map(|r| self.view(r)).collect())
+    }
+
+    async fn command(
+        &self,
+        who: &Principal,
+        id: &str,
+        decide: impl FnOnce(&Catalog, &Request, Timestamp) -> Result<Change, ajar_domain::Rejected>,
+    ) -> Result<RequestView, CoreError> {
+        let request = self.load_visible(who, id).await?;
+        let catalog = self.catalog();
+        let change = decide(&catalog, &request, self.now())?;
+        let next = self.apply(request.state, change).await?;
+        Ok(self.view(next))
+    }
+
+    pub async fn approve(&self, who: &Principal, id: &str, comment: Option<String>) -> Result<RequestView, CoreError> {
+        self.command(who, id, |catalog, r, now| {
+            let verdict = self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
+            r.approve(who, &verdict, comment, now)
+        })
+        .await
+    }
+
+    pub async fn deny(&self, who: &Principal, id: &str, comment: Option<String>) -> Result<RequestView, CoreError> {
+        self.command(who, id, |catalog, r, now| {
+            let verdict = self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
+            r.deny(who, &verdict, comment, now)
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, who: &Principal, id: &str) -> Result<RequestView, CoreError> {
+        self.command(who, id, |_, r, now| r.cancel(who, now)).await
+    }
+
+    pub async fn release(&self, who: &Principal, id: &str) -> Result<RequestView, CoreError> {
+        self.command(who, id, |_, r, now| r.release(who, now)).await
+    }
+
+    pub async fn revoke(&self, who: &Principal, id: &str, comment: Option<String>) -> Result<RequestView, CoreError> {
+        self.command(who, id, |catalog, r, now| {
+            let verdict = self.verdict(catalog, r).ok();
+            let allowed = may_revoke(r, who, verdict.as_ref(), who.is_admin(catalog));
+            r.revoke(who, allowed, comment, now)
+        })
+        .await
+    }
+
+    // ---- time -------------------------------------------------------------
+
+    /// Called by the scheduler when a request's deadline has come.
+    pub async fn on_deadline(&self, id: &RequestId) {
+        let request = match self.store.get_request(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                error!(request = %id, error = %e, "cannot load a request whose deadline came; the reconciler will retry");
+                return;
+            }
+        };
+        let now = self.now();
+        match request.expire(now).or_else(|| request.time_out(now)) {
+            Some(change) => {
+                if change.actions.contains(&Action::Expired) {
+                    if let Some(end) = request.ends_at {
+                        let lag = (now - end).num_milliseconds().max(0);
+                        self.metrics.record_expiry_lag(u64::try_from(lag).unwrap_or(0));
+                    }
+                }
+                if let Err(e) = self.apply(request.state, change).await {
+                    warn!(request = %id, error = %e, "closing at the deadline failed; the reconciler will retry");
+                }
+            }
+            // The timer fired a moment before the wall clock reached the
+            // deadline: look again then.
+            None => self.schedule(&request),
+        }
+    }
+
+    /// One pass of repair: closes what is overdue, then makes every driver's
+    /// actual state match the store's, in both directions.
+    pub async fn reconcile_once(&self) -> Result<(), CoreError> {
+        let now = self.now();
+        let live = self
+            .store
+            .list_requests(&RequestFilter { states: vec![RequestState::Pending, RequestState::Active], ..Default::default() })
+            .await?;
+        let mut active = Vec::new();
+        for request in live {
+            match request.expire(now).or_else(|| request.time_out(now)) {
+                Some(change) => {
+                    if let Err(e) = self.apply(request.state, change).await {
+                        warn!(request = %request.id, error = %e, "closing an overdue request failed");
+                    }
+                }
+                None => {
+                    self.schedule(&request);
+                    if request.state == RequestState::Active {
+                        active.push(request);
+                    }
+                }
+            }
+        }
+
+        let catalog = self.catalog();
+        let mut observed_ids = BTreeSet::new();
+        for (kind, driver) in &self.drivers {
+            let observed = match driver.observe().await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(driver = %kind, error = %e, "cannot observe the driver; skipping it this round");
+                    continue;
+                }
+            };
+            observed_ids.extend(observed.iter().map(|o| o.id.clone()));
+            let desired: Vec<GrantSpec> = active
+                .iter()
+                .filter_map(|r| {
+                    let target = catalog.target(r.target.as_str()).filter(|t| t.driver == *kind)?;
+                    Some(GrantSpec { id: r.id.clone(), target: target.clone(), source: r.source, ends_at: r.ends_at? })
+                })
+                .collect();
+            let plan = plan(&desired, &observed);
+            for spec in &plan.open {
+                if let Some(request) = active.iter().find(|r| r.id == spec.id) {
+                    info!(request = %request.id, driver = %kind, "reconcile: opening a grant that should be open");
+                    self.open_grant(request.clone()).await;
+                }
+            }
+            for id in &plan.close {
+                info!(request = %id, driver = %kind, "reconcile: closing a path that should not be open");
+                if let Err(e) = driver.close(id).await {
+                    warn!(request = %id, error = %e, "reconcile: close failed");
+                }
+            }
+            // Grants that are open although the store still says otherwise.
+            for request in active.iter().filter(|r| r.enforcement.status != EnforcementStatus::Open) {
+                let opened = observed.iter().any(|o| o.id == request.id);
+                let planned = plan.open.iter().any(|g| g.id == request.id);
+                if opened && !planned {
+                    self.open_grant(request.clone()).await;
+                }
+            }
+        }
+
+        // Ended grants whose close did not complete: close again.
+        let unfinished = self
+            .store
+            .list_requests(&RequestFilter {
+                states: vec![RequestState::Expired, RequestState::Revoked, RequestState::Released],
+                enforcement: vec![EnforcementStatus::Closing, EnforcementStatus::Failed, EnforcementStatus::Open],
+                ..Default::default()
+            })
+            .await?;
+        for request in unfinished {
+            self.close_grant(request).await;
+        }
+        if let Err(e) = self.store.purge_tokens(now).await {
+            warn!(error = %e, "cannot purge expired tokens");
+        }
+        Ok(())
+    }
+
+    /// Brings the drivers up for the current catalog and repairs whatever
+    /// happened while ajar was not running.
+    pub async fn start(&self) -> Result<(), CoreError> {
+        self.configure_drivers(&self.catalog()).await?;
+        self.reconcile_once().await
+    }
+
+    async fn configure_drivers(&self, catalog: &Catalog) -> Result<(), CoreError> {
+        for (kind, driver) in &self.drivers {
+            let targets: Vec<Target> = catalog.targets.iter().filter(|t| t.driver == *kind).cloned().collect();
+            driver
+                .configure(&targets)
+                .await
+                .map_err(|e| CoreError::Internal(format!("driver {kind} cannot apply the configuration: {e}")))?;
+        }
+        Ok(())
+    }
+
+    // ---- configuration ----------------------------------------------------
+
+    /// Switches to a new catalog. Requests the new config no longer allows
+    /// are withdrawn (active grants revoked, pending requests denied), each
+    /// audited. If a driver cannot apply the new targets, the old catalog
+    /// stays in force.
+    pub async fn reload(&self, catalog: Catalog, settings: CoreSettings) -> Result<(), CoreError> {
+        let old = self.catalog();
+        if let Err(e) = self.configure_drivers(&catalog).await {
+            if let Err(again) = self.configure_drivers(&old).await {
+                error!(error = %again, "cannot restore the previous driver configuration either");
+            }
+            return Err(e);
+        }
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog.clone());
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+
+        let live = self
+            .store
+            .list_requests(&RequestFilter { states: vec![RequestState::Pending, RequestState::Active], ..Default::default() })
+            .await?;
+        let mut withdrawn = 0;
+        for request in live {
+            let why = match catalog.user(request.requester.as_str()) {
+                None => Some(format!("config reload: user {} no longer exists", request.requester)),
+                Some(_) => self.verdict(&catalog, &request).err().map(|e| format!("config reload: {e}")),
+            };
+            let Some(why) = why else { continue };
+            if let Some(change) = request.withdraw(why, self.now()) {
+                withdrawn += 1;
+                if let Err(e) = self.apply(request.state, change).await {
+                    warn!(request = %request.id, error = %e, "cannot withdraw a request after reload");
+                }
+            }
+        }
+        self.record(vec![NewAuditEvent {
+            at: self.now(),
+            actor: Actor::System.label(),
+            action: Action::ConfigReloaded,
+            target: None,
+            source: None,
+            request_id: None,
+            subject: None,
+            reason: None,
+            data: json!({ "targets": catalog.targets.len(), "policies": catalog.policies.len(), "withdrawn": withdrawn }),
+        }])
+        .await
+    }
+
+    // ---- audit log --------------------------------------------------------
+
+    pub async fn audit_page(&self, who: &Principal, after: i64, limit: u32) -> Result<Vec<AuditEvent>, CoreError> {
+        let scope = if who.may_read_all_audit(&self.catalog()) {
+            AuditScope::All
+        } else {
+            AuditScope::Person(who.name.to_string())
+        };
+        Ok(self.store.audit_page(&scope, after, limit.clamp(1, 1000)).await?)
+    }
+
+    /// Verifies the whole chain in the store, then that the audit file
+    /// agrees with it event by event.
+    pub async fn verify_audit(&self) -> Result<AuditReport, CoreError> {
+        let mut head: Option<(i64, String)> = None;
+        let mut hashes = Vec::new();
+        loop {
+            let after = head.as_ref().map_or(0, |(s, _)| *s);
+            let page = match self.store.audit_page(&AuditScope::All, after, 1000).await {
+                Ok(page) => page,
+                Err(StoreError::Corrupt(what)) => {
+                    return Ok(broken(head, after + 1, format!("an event cannot be read: {what}")));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if page.is_empty() {
+                break;
+            }
+            match ajar_domain::audit::verify(&page, head.clone()) {
+                Ok(new_head) => head = Some(new_head),
+                Err(brk) => return Ok(broken(head, brk.seq(), brk.to_string())),
+            }
+            hashes.extend(page.into_iter().map(|e| (e.seq, e.hash)));
+        }
+        if let Some(file) = &self.audit_file {
+            let lines = file.read_all().map_err(|e| CoreError::Internal(e.to_string()))?;
+            for (i, line) in lines.iter().enumerate() {
+                let expected = hashes.get(i);
+                let problem = match (line, expected) {
+                    (Err(e), _) => Some(format!("line {} of {} is not an audit event: {e}", i + 1, file.path().display())),
+                    (Ok(event), Some((seq, hash))) if event.seq != *seq || &event.hash != hash => Some(format!(
+                        "the database's event {seq} differs from the one in {}: one of the two was altered",
+                        file.path().display()
+                    )),
+                    (Ok(event), None) => Some(format!(
+                        "{} holds event {} that the database does not: events were deleted from the database",
+                        file.path().display(),
+                        event.seq
+                    )),
+                    _ => None,
+                };
+                if let Some(message) = problem {
+                    let seq = expected.map_or(i as i64 + 1, |(s, _)| *s);
+                    return Ok(broken(head, seq, message));
+                }
+            }
+        }
+        let (events, head_hash) = head.unwrap_or((0, ajar_domain::audit::GENESIS.to_owned()));
+        Ok(AuditReport { ok: true, events, head_hash, problem: None })
+    }
+}
+
+fn broken(head: Option<(i64, String)>, seq: i64, message: String) -> AuditReport {
+    let (events, head_hash) = head.unwrap_or((0, ajar_domain::audit::GENESIS.to_owned()));
+    AuditReport { ok: false, events, head_hash, problem: Some(AuditProblem { seq, message }) }
+}

@@ -1,0 +1,27 @@
+//! ajar's pure domain: targets, policies, requests, grants, the policy engine,
+//! the request state machine and the audit hash chain.
+//!
+//! Nothing in this crate does I/O, spawns tasks or reads the clock: the
+//! current time is always a parameter. That is what lets the property tests
+//! in `tests/` explore the state machine exhaustively.
+
+pub mod audit;
+pub mod catalog;
+pub mod duration;
+pub mod name;
+pub mod policy;
+pub mod request;
+pub mod source;
+
+pub use audit::{Action, AuditEvent, ChainBreak, NewAuditEvent};
+pub use catalog::{Access, Catalog, DriverKind, Policy, Subject, Target, TargetSelector, User};
+pub use duration::GrantDuration;
+pub use name::Name;
+pub use policy::{Ask, Principal, Rejected, Verdict};
+pub use request::{Change, Effect, Enforcement, EnforcementStatus, Request, RequestId, RequestState};
+pub use source::SourceNet;
+
+/// Wall-clock instants, always UTC and truncated to milliseconds by the
+/// clock that produces them so that they survive a round trip through any
+/// store unchanged.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,162 @@
+//! The data-plane seam: the [`Driver`] trait every way of opening a network
+//! path implements, and the pure [`plan`] that tells a reconciler how to
+//! bring what a driver has actually opened back to what should be open.
+
+use std::collections::BTreeMap;
+
+use ajar_domain::{RequestId, SourceNet, Target, Timestamp};
+
+/// A grant as a driver needs to see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSpec {
+    pub id: RequestId,
+    pub target: Target,
+    pub source: SourceNet,
+    pub ends_at: Timestamp,
+}
+
+/// What a driver reports as actually open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub id: RequestId,
+    pub target: String,
+    pub source: SourceNet,
+    pub ends_at: Timestamp,
+}
+
+/// Where a client reaches an opened grant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Opened {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DriverError {
+    pub message: String,
+    /// Transient errors are retried by the reconciler; permanent ones need a
+    /// person (a config change, a permission) and are shown to the user.
+    pub transient: bool,
+}
+
+impl DriverError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { message: message.into(), transient: true }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), transient: false }
+    }
+}
+
+/// One way of opening a network path. Implementations must be idempotent:
+/// opening an open grant or closing a closed one is a no-op, so that the
+/// reconciler can call them again after any crash.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// Prepares per-target state (listeners, tables) for the targets this
+    /// driver serves. Called at start and on every config reload with the
+    /// whole list; targets missing from it are torn down.
+    async fn configure(&self, targets: &[Target]) -> Result<(), DriverError>;
+
+    /// Opens the path for `grant` until `grant.ends_at`. A driver that can
+    /// keep its own deadline must, so that access closes on time even when
+    /// the control plane is slow or gone.
+    async fn open(&self, grant: &GrantSpec) -> Result<Opened, DriverError>;
+
+    /// Closes the path of grant `id` and cuts its live connections.
+    async fn close(&self, id: &RequestId) -> Result<(), DriverError>;
+
+    /// Everything this driver has actually opened right now.
+    async fn observe(&self) -> Result<Vec<Observed>, DriverError>;
+
+    /// Where a client connects for `target`, if the driver can tell without
+    /// opening anything.
+    fn connect_info(&self, target: &Target) -> Option<Opened>;
+}
+
+/// What a reconciler must do to converge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Grants that should be open but are not (or are open with the wrong
+    /// deadline or source).
+    pub open: Vec<GrantSpec>,
+    /// Grants that are open but should not be.
+    pub close: Vec<RequestId>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.close.is_empty()
+    }
+}
+
+/// The difference between what should be open and what is.
+pub fn plan(desired: &[GrantSpec], observed: &[Observed]) -> Plan {
+    let observed: BTreeMap<&RequestId, &Observed> = observed.iter().map(|o| (&o.id, o)).collect();
+    let desired_ids: BTreeMap<&RequestId, &GrantSpec> = desired.iter().map(|g| (&g.id, g)).collect();
+    let open = desired
+        .iter()
+        .filter(|g| match observed.get(&g.id) {
+            None => true,
+            Some(o) => o.source != g.source || o.ends_at != g.ends_at || o.target != g.target.name.as_str(),
+        })
+        .cloned()
+        .collect();
+    let close = observed.keys().filter(|id| !desired_ids.contains_key(*id)).map(|id| (*id).clone()).collect();
+    Plan { open, close }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ajar_domain::{DriverKind, Name};
+    use proptest::prelude::*;
+
+    fn target(name: &str) -> Target {
+        Target {
+            name: Name::parse(name).expect("valid"),
+            address: "127.0.0.1:1".into(),
+            driver: DriverKind::Gateway,
+            labels: Default::default(),
+            gateway: None,
+        }
+    }
+
+    fn grant(i: u8, end: i64) -> GrantSpec {
+        GrantSpec {
+            id: RequestId::from_random([i; 12]),
+            target: target("t"),
+            source: SourceNet::host(std::net::IpAddr::from([10, 0, 0, i])),
+            ends_at: chrono::DateTime::from_timestamp(end, 0).unwrap_or_default(),
+        }
+    }
+
+    fn observe(g: &GrantSpec) -> Observed {
+        Observed { id: g.id.clone(), target: g.target.name.to_string(), source: g.source, ends_at: g.ends_at }
+    }
+
+    proptest! {
+        /// Applying the plan to the observed state yields exactly the desired
+        /// state, whatever both were.
+        #[test]
+        fn applying_the_plan_converges(
+            desired in proptest::collection::btree_map(0u8..32, 0i64..4, 0..16),
+            observed in proptest::collection::btree_map(0u8..32, 0i64..4, 0..16),
+        ) {
+            let desired: Vec<GrantSpec> = desired.into_iter().map(|(i, e)| grant(i, e)).collect();
+            let observed: Vec<Observed> = observed.into_iter().map(|(i, e)| observe(&grant(i, e))).collect();
+            let plan = plan(&desired, &observed);
+            let mut after: BTreeMap<RequestId, Observed> =
+                observed.iter().map(|o| (o.id.clone(), o.clone())).collect();
+            for id in &plan.close { after.remove(id); }
+            for g in &plan.open { after.insert(g.id.clone(), observe(g)); }
+            let want: BTreeMap<RequestId, Observed> = desired.iter().map(|g| (g.id.clone(), observe(g))).collect();
+            prop_assert_eq!(after, want);
+            // And a converged state needs nothing more.
+            let again: Vec<Observed> = desired.iter().map(observe).collect();
+            prop_assert!(super::plan(&desired, &again).is_empty());
+        }
+    }
+}

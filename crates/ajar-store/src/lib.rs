@@ -1,0 +1,95 @@
+//! Persistence for ajar: requests and grants, the hash-chained audit log and
+//! login tokens, behind the [`Store`] trait.
+//!
+//! Every method that changes a request also appends its audit events, in the
+//! same transaction: either both are committed or neither is. The trait is
+//! shaped around those units of work (not around tables) so that another
+//! backend (PostgreSQL) can implement it without the callers changing.
+
+mod codec;
+mod sqlite;
+
+use ajar_domain::{AuditEvent, NewAuditEvent, Request, RequestId, RequestState, Timestamp};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request changed since it was read (another actor won the race).
+    #[error("request {id} changed while this change was being made; reload it and try again")]
+    Conflict { id: String },
+    #[error("request {id} already exists")]
+    Duplicate { id: String },
+    #[error("the database holds a value ajar cannot read ({0}); was it edited by hand?")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Which requests to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub states: Vec<RequestState>,
+    pub target: Option<String>,
+    pub requester: Option<String>,
+    pub enforcement: Vec<ajar_domain::EnforcementStatus>,
+    /// At most this many; 0 means no limit.
+    pub limit: u32,
+}
+
+/// Whose audit events to read.
+#[derive(Debug, Clone)]
+pub enum AuditScope {
+    All,
+    /// Events this person caused or that concern their requests.
+    Person(String),
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a new request and appends `events`, atomically.
+    async fn insert_request(
+        &self,
+        request: &Request,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Replaces the stored request if it is still in state `expected`, and
+    /// appends `events`, atomically; otherwise [`StoreError::Conflict`] and
+    /// nothing changes.
+    async fn update_request(
+        &self,
+        request: &Request,
+        expected: RequestState,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Appends events that change no request (logins, connections).
+    async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<Vec<AuditEvent>, StoreError>;
+
+    async fn get_request(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
+
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError>;
+
+    /// Audit events with `seq > after`, in order, at most `limit`.
+    async fn audit_page(&self, scope: &AuditScope, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+
+    async fn insert_token(
+        &self,
+        hash: &str,
+        user: &str,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The user a token belongs to, if it exists and has not expired.
+    async fn token_user(&self, hash: &str, now: Timestamp) -> Result<Option<String>, StoreError>;
+
+    /// Forgets expired tokens; returns how many.
+    async fn purge_tokens(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
