@@ -1,0 +1,324 @@
+//! The `/api/v1` handlers: parse, call the core, shape the answer.
+
+use ajar_domain::policy::Ask;
+use ajar_domain::source::SourceNet;
+use ajar_domain::{GrantDuration, RequestState};
+use ajar_store::RequestFilter;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+use crate::caller::{Caller, ClientAddr};
+use crate::dto::*;
+use crate::{AppState, Problem};
+
+/// A JSON body whose every rejection (wrong content type, malformed JSON,
+/// unknown or missing fields) is a problem+json 400 that says what is wrong.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(json_problem(rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            Problem::bad_request("not-json", "send the body as JSON with `Content-Type: application/json`")
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            Problem::bad_request("malformed-json", format!("the body is not valid JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => {
+            Problem::bad_request("invalid-body", format!("the body does not have the expected fields: {}", e.body_text()))
+        }
+        other => Problem::bad_request("invalid-body", other.body_text()),
+    }
+}
+
+/// An optional JSON body: an empty body means the default.
+pub struct OptionalBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalBody<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let has_body = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v != "0")
+            && (req.headers().contains_key(header::CONTENT_TYPE) || req.headers().contains_key(header::CONTENT_LENGTH));
+        if !has_body {
+            return Ok(OptionalBody(T::default()));
+        }
+        Body::<T>::from_request(req, state).await.map(|Body(v)| OptionalBody(v))
+    }
+}
+
+/// The host name the client used to reach the API, for connect addresses
+/// of gateways that listen on a wildcard address.
+fn request_host(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_owned();
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ajar", description = "Just-in-time network access: request, approve, grant, expire, audit."),
+    paths(login, whoami, targets, create_request, list_requests, get_request, approve, deny, cancel, release, revoke, audit, verify_audit),
+    components(schemas(Problem, LoginBody, LoginResponse, WhoAmI, CreateRequestBody, CommentBody, RequestDto, TargetDto, AuditPage, AuditEventDto, AuditVerifyDto)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Exchange a local user's password for a bearer token.
+#[utoipa::path(post, path = "/api/v1/login", request_body = LoginBody,
+    responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 429, body = Problem)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Body(body): Body<LoginBody>,
+) -> Result<Json<LoginResponse>, Problem> {
+    let (token, expires_at) = state.core.login(&body.username, &body.password, addr).await?;
+    Ok(Json(LoginResponse { token, expires_at, username: body.username }))
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/api/v1/whoami", security(("bearer" = [])), responses((status = 200, body = WhoAmI)))]
+pub async fn whoami(State(state): State<AppState>, Caller(who): Caller) -> Json<WhoAmI> {
+    let catalog = state.core.catalog();
+    Json(WhoAmI {
+        username: who.name.to_string(),
+        groups: who.groups.iter().map(|g| g.to_string()).collect(),
+        admin: who.is_admin(&catalog),
+        auditor: who.may_read_all_audit(&catalog),
+    })
+}
+
+/// The targets you may request, with the limits of the policies that allow them.
+#[utoipa::path(get, path = "/api/v1/targets", security(("bearer" = [])), responses((status = 200, body = [TargetDto])))]
+pub async fn targets(State(state): State<AppState>, Caller(who): Caller, headers: HeaderMap) -> Json<Vec<TargetDto>> {
+    let host = request_host(&headers);
+    Json(state.core.targets(&who).into_iter().map(|t| TargetDto::from_view(t, &host)).collect())
+}
+
+/// Ask for access to a target.
+#[utoipa::path(post, path = "/api/v1/requests", security(("bearer" = [])), request_body = CreateRequestBody,
+    responses((status = 201, body = RequestDto), (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_request(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    Body(body): Body<CreateRequestBody>,
+) -> Result<impl IntoResponse, Problem> {
+    let duration = GrantDuration::parse(&body.duration)
+        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-duration", e.to_string()))?;
+    let source = body
+        .source
+        .as_deref()
+        .map(SourceNet::parse)
+        .transpose()
+        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-source", e.to_string()))?;
+    let ask = Ask { target: body.target, duration, reason: body.reason, source };
+    let view = state.core.create_request(&who, addr, ask).await?;
+    Ok((StatusCode::CREATED, Json(RequestDto::from_view(view, &request_host(&headers)))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// One state or several separated by commas.
+    state: Option<String>,
+    target: Option<String>,
+    requester: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Requests you may see (your own, those you may approve, or all for admins and auditors), newest first.
+#[utoipa::path(get, path = "/api/v1/requests", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = [RequestDto]), (status = 400, body = Problem)))]
+pub async fn list_requests(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<RequestDto>>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request("invalid-query", e.body_text()))?;
+    let mut states = Vec::new();
+    for s in query.state.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        let state = RequestState::parse(s.trim()).ok_or_else(|| {
+            let all: Vec<&str> = RequestState::ALL.iter().map(|s| s.as_str()).collect();
+            Problem::bad_request("invalid-query", format!("{s:?} is not a state; use one of {}", all.join(", ")))
+        })?;
+        states.push(state);
+    }
+    let filter = RequestFilter {
+        states,
+        target: query.target,
+        requester: query.requester,
+        enforcement: Vec::new(),
+        limit: query.limit.unwrap_or(0),
+    };
+    let host = request_host(&headers);
+    let views = state.core.list_requests(&who, filter).await?;
+    Ok(Json(views.into_iter().map(|v| RequestDto::from_view(v, &host)).collect()))
+}
+
+/// One request.
+#[utoipa::path(get, path = "/api/v1/requests/{id}", security(("bearer" = [])),
+    responses((status = 200, body = RequestDto), (status = 404, body = Problem)))]
+pub async fn get_request(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RequestDto>, Problem> {
+    let view = state.core.get_request(&who, &id).await?;
+    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+}
+
+/// Approve a pending request (an approver other than the requester).
+#[utoipa::path(post, path = "/api/v1/requests/{id}/approve", security(("bearer" = [])), request_body = CommentBody,
+    responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn approve(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<CommentBody>,
+) -> Result<Json<RequestDto>, Problem> {
+    let view = state.core.approve(&who, &id, body.comment).await?;
+    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+}
+
+/// Deny a pending request.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/deny", security(("bearer" = [])), request_body = CommentBody,
+    responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn deny(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<CommentBody>,
+) -> Result<Json<RequestDto>, Problem> {
+    let view = state.core.deny(&who, &id, body.comment).await?;
+    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+}
+
+/// Withdraw your own pending request.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/cancel", security(("bearer" = [])),
+    responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RequestDto>, Problem> {
+    let view = state.core.cancel(&who, &id).await?;
+    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+}
+
+/// End your own active grant early.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/release", security(("bearer" = [])),
+    responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn release(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RequestDto>, Problem> {
+    let view = state.core.release(&who, &id).await?;
+    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+}
+
+/// End someone's active grant (an approver of it, or an admin).
+#[utoipa::path(post, path = "/api/v1/requests/{id}/revoke", security(("bearer" = [])), request_body = CommentBody,
+    responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<CommentBody>,
+) -> Result<Json<RequestDto>, Problem> {
+    let view = state.core.revoke(&who, &id, body.comment).await?;
+    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Return events after this sequence number.
+    after: Option<i64>,
+    /// At most this many (1 to 1000, default 100).
+    limit: Option<u32>,
+}
+
+/// Audit events: all of them for admins and auditors, your own trail otherwise.
+#[utoipa::path(get, path = "/api/v1/audit", security(("bearer" = [])), params(AuditQuery),
+    responses((status = 200, body = AuditPage)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request("invalid-query", e.body_text()))?;
+    let after = query.after.unwrap_or(0).max(0);
+    let events = state.core.audit_page(&who, after, query.limit.unwrap_or(100)).await?;
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(Json(AuditPage { events: events.into_iter().map(AuditEventDto::from).collect(), next_after }))
+}
+
+/// Verify the whole hash chain and its copy in the audit file (admins and auditors).
+#[utoipa::path(get, path = "/api/v1/audit/verify", security(("bearer" = [])),
+    responses((status = 200, body = AuditVerifyDto), (status = 403, body = Problem)))]
+pub async fn verify_audit(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<AuditVerifyDto>, Problem> {
+    if !who.may_read_all_audit(&state.core.catalog()) {
+        return Err(ajar_core::CoreError::Forbidden("only admins and auditors may verify the whole audit log").into());
+    }
+    let report = state.core.verify_audit().await?;
+    Ok(Json(AuditVerifyDto {
+        ok: report.ok,
+        events: report.events,
+        head_hash: report.head_hash,
+        first_bad_seq: report.problem.as_ref().map(|p| p.seq),
+        problem: report.problem.map(|p| p.message),
+    }))
+}

@@ -1,0 +1,531 @@
+//! Reading each section of the file into drafts: what could be parsed, with
+//! where it was written. A draft keeps every name it saw even when other
+//! keys of its entry are wrong, so that the cross-reference checks in
+//! `check` do not report a second, misleading error for the same mistake.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ajar_domain::catalog::GatewaySettings;
+use ajar_domain::{DriverKind, GrantDuration, Name, Policy, Subject, Target, TargetSelector, User};
+use toml_edit::Table;
+
+use crate::reader::{Field, Located, Reader, TableView};
+use crate::{values, ServerSettings, TlsSettings};
+
+/// Everything read from the file, before cross-references are checked.
+pub(crate) struct Drafts {
+    pub server: Option<ServerSettings>,
+    /// Where the server listens, for the check that no gateway takes the
+    /// same address.
+    pub server_listen: Option<Located<SocketAddr>>,
+    pub access: AccessDraft,
+    pub users: Vec<UserDraft>,
+    pub targets: Vec<TargetDraft>,
+    pub policies: Vec<PolicyDraft>,
+}
+
+#[derive(Default)]
+pub(crate) struct AccessDraft {
+    pub admins: Vec<Located<Subject>>,
+    pub auditors: Vec<Located<Subject>>,
+    /// Groups that exist without a local member.
+    pub groups: Vec<Located<Name>>,
+}
+
+pub(crate) struct UserDraft {
+    pub name: Option<Located<Name>>,
+    pub groups: Vec<Name>,
+    /// The finished user, when every key of the entry was valid.
+    pub user: Option<User>,
+}
+
+pub(crate) struct TargetDraft {
+    pub name: Option<Located<Name>>,
+    pub labels: BTreeMap<String, String>,
+    pub listen: Option<Located<SocketAddr>>,
+    pub target: Option<Target>,
+}
+
+pub(crate) struct PolicyDraft {
+    pub name: Option<Located<Name>>,
+    pub subjects: Vec<Located<Subject>>,
+    pub selectors: Vec<Located<TargetSelector>>,
+    pub approvals: Option<Located<u32>>,
+    pub approvers: Vec<Located<Subject>>,
+    pub policy: Option<Policy>,
+}
+
+const TOP_KEYS: &[&str] = &["server", "access", "users", "targets", "policies"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "trusted_proxies",
+    "tls",
+    "approval_timeout",
+    "token_ttl",
+    "reconcile_interval",
+];
+const TLS_KEYS: &[&str] = &["cert", "key"];
+const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
+const USER_KEYS: &[&str] = &["name", "password_hash", "groups"];
+const TARGET_KEYS: &[&str] = &["name", "address", "driver", "labels", "gateway"];
+const GATEWAY_KEYS: &[&str] = &["listen", "public_host"];
+const POLICY_KEYS: &[&str] = &[
+    "name",
+    "subjects",
+    "targets",
+    "max_duration",
+    "reason_required",
+    "approvals",
+    "approvers",
+    "sources",
+];
+
+/// The most approvals a policy may ask for; more is a typo, not a process.
+const MAX_APPROVALS: i64 = 10;
+/// The longest reconcile interval: drift left longer than this is a hole.
+const MAX_RECONCILE: Duration = Duration::from_secs(3600);
+
+const SUBJECT_EXAMPLE: &str = "[\"alice\", \"group:sre\"]";
+
+/// Reads the whole document. `base` is the directory relative paths are
+/// resolved against.
+pub(crate) fn decode(r: &mut Reader<'_>, root: &Table, base: &Path) -> Drafts {
+    let root = r.root(root, TOP_KEYS);
+    let (server, server_listen) = match r.required(
+        &root,
+        "server",
+        "a [server] section (it may be empty: listen defaults to 127.0.0.1:8080 and data_dir to ajar-data)",
+    ) {
+        Some(field) => server(r, &field, base),
+        None => (None, None),
+    };
+    let access = root
+        .get("access")
+        .map(|f| access(r, &f))
+        .unwrap_or_default();
+    let users = match root.get("users") {
+        Some(f) => r.tables(&f, USER_KEYS).iter().map(|t| user(r, t)).collect(),
+        None => Vec::new(),
+    };
+    let targets = match root.get("targets") {
+        Some(f) => r
+            .tables(&f, TARGET_KEYS)
+            .iter()
+            .map(|t| target(r, t))
+            .collect(),
+        None => Vec::new(),
+    };
+    let policies = match root.get("policies") {
+        Some(f) => r
+            .tables(&f, POLICY_KEYS)
+            .iter()
+            .map(|t| policy(r, t))
+            .collect(),
+        None => Vec::new(),
+    };
+    Drafts {
+        server,
+        server_listen,
+        access,
+        users,
+        targets,
+        policies,
+    }
+}
+
+fn server(
+    r: &mut Reader<'_>,
+    field: &Field<'_>,
+    base: &Path,
+) -> (Option<ServerSettings>, Option<Located<SocketAddr>>) {
+    let Some(t) = r.table(field, SERVER_KEYS) else {
+        return (None, None);
+    };
+    let listen = match t.get("listen") {
+        Some(f) => r.parse(&f, values::listen_addr),
+        None => Some(Located {
+            value: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            loc: t.loc.clone(),
+        }),
+    };
+    let data_dir = match t.get("data_dir") {
+        Some(f) => path(r, &f, "ajar-data", base),
+        None => Some(base.join("ajar-data")),
+    };
+    let trusted_proxies = match t.get("trusted_proxies") {
+        Some(f) => r
+            .parsed_list(&f, "[\"10.0.0.5\", \"10.1.0.0/24\"]", values::network)
+            .map(|nets| nets.into_iter().map(|n| n.value.net()).collect()),
+        None => Some(Vec::new()),
+    };
+    let tls = match t.get("tls") {
+        // `None` is an error; `Some(None)` means TLS is off.
+        Some(f) => r
+            .table(&f, TLS_KEYS)
+            .and_then(|tls| tls_settings(r, &tls, base))
+            .map(Some),
+        None => Some(None),
+    };
+    let approval_timeout = duration(r, &t, "approval_timeout", "1h");
+    let token_ttl = duration(r, &t, "token_ttl", "12h");
+    let reconcile_interval = duration(r, &t, "reconcile_interval", "10s").and_then(|d| {
+        let interval = Duration::from_secs(d.as_secs());
+        if interval <= MAX_RECONCILE {
+            return Some(interval);
+        }
+        if let Some(f) = t.get("reconcile_interval") {
+            r.error(
+                &f.loc,
+                format!("{d} is too long between reconcile passes: drift would go unrepaired that long; use 1s to 1h"),
+            );
+        }
+        None
+    });
+    let settings = (|| {
+        Some(ServerSettings {
+            listen: listen.as_ref()?.value,
+            data_dir: data_dir?,
+            trusted_proxies: trusted_proxies?,
+            tls: tls?,
+            approval_timeout: approval_timeout?,
+            token_ttl: token_ttl?,
+            reconcile_interval: reconcile_interval?,
+        })
+    })();
+    (settings, listen)
+}
+
+/// TLS settings, or `None` after reporting why they are not valid.
+fn tls_settings(r: &mut Reader<'_>, t: &TableView<'_>, base: &Path) -> Option<TlsSettings> {
+    let mut file = |key: &str, example: &str| match t.get(key) {
+        Some(f) => path(r, &f, example, base),
+        None => {
+            r.error(
+                &t.loc.child(key, None),
+                format!("TLS needs both a certificate and a private key; add {key} = \"{example}\" to server.tls"),
+            );
+            None
+        }
+    };
+    let cert = file("cert", "cert.pem");
+    let key = file("key", "key.pem");
+    Some(TlsSettings {
+        cert: cert?,
+        key: key?,
+    })
+}
+
+/// A non-empty path, resolved against `base` when relative.
+fn path(r: &mut Reader<'_>, field: &Field<'_>, example: &str, base: &Path) -> Option<PathBuf> {
+    let text = r.string(field)?;
+    if text.is_empty() {
+        r.error(
+            &field.loc,
+            format!("the path is empty; write one such as {example:?}"),
+        );
+        return None;
+    }
+    Some(base.join(text))
+}
+
+/// A duration under `key`, or `default` when the key is absent.
+fn duration(
+    r: &mut Reader<'_>,
+    t: &TableView<'_>,
+    key: &str,
+    default: &str,
+) -> Option<GrantDuration> {
+    match t.get(key) {
+        Some(f) => r.parse(&f, GrantDuration::parse).map(|d| d.value),
+        // The defaults are literals that parse; should one ever not, the
+        // admin is told to set the key rather than being handed a panic.
+        None => match GrantDuration::parse(default) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                r.error(
+                    &t.loc.child(key, None),
+                    format!("ajar's built-in default for this key is invalid ({e}); set {key} explicitly"),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn subject(text: &str) -> Result<Subject, String> {
+    Subject::parse(text).map_err(|e| {
+        format!("{e}; a subject is a user name such as \"alice\" or a group such as \"group:sre\"")
+    })
+}
+
+fn subjects(r: &mut Reader<'_>, field: &Field<'_>) -> Vec<Located<Subject>> {
+    r.parsed_list(field, SUBJECT_EXAMPLE, subject)
+        .unwrap_or_default()
+}
+
+fn access(r: &mut Reader<'_>, field: &Field<'_>) -> AccessDraft {
+    let Some(t) = r.table(field, ACCESS_KEYS) else {
+        return AccessDraft::default();
+    };
+    AccessDraft {
+        admins: t.get("admins").map(|f| subjects(r, &f)).unwrap_or_default(),
+        auditors: t
+            .get("auditors")
+            .map(|f| subjects(r, &f))
+            .unwrap_or_default(),
+        groups: t
+            .get("groups")
+            .and_then(|f| r.parsed_list(&f, "[\"oncall\"]", Name::parse))
+            .unwrap_or_default(),
+    }
+}
+
+fn name(r: &mut Reader<'_>, t: &TableView<'_>, example: &str) -> Option<Located<Name>> {
+    let field = r.required(t, "name", example)?;
+    r.parse(&field, Name::parse)
+}
+
+fn user(r: &mut Reader<'_>, t: &TableView<'_>) -> UserDraft {
+    let name = name(r, t, "name = \"alice\"");
+    let password_hash = r
+        .required(t, "password_hash", "password_hash = \"$argon2id$v=19$...\"")
+        .and_then(|f| r.parse(&f, values::password_hash));
+    let groups = match t.get("groups") {
+        Some(f) => r.parsed_list(&f, "[\"dev\", \"sre\"]", Name::parse),
+        None => Some(Vec::new()),
+    };
+    let group_names: Vec<Name> = groups.iter().flatten().map(|g| g.value.clone()).collect();
+    let user = match (&name, password_hash, groups) {
+        (Some(name), Some(hash), Some(_)) => Some(User {
+            name: name.value.clone(),
+            password_hash: hash.value,
+            groups: group_names.clone(),
+        }),
+        _ => None,
+    };
+    UserDraft {
+        name,
+        groups: group_names,
+        user,
+    }
+}
+
+fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
+    let name = name(r, t, "name = \"db-prod\"");
+    let address = r
+        .required(t, "address", "address = \"10.0.3.12:5432\"")
+        .and_then(|f| r.parse(&f, |s| values::host_port(s).map(|()| s.to_owned())));
+    let driver = r
+        .required(t, "driver", "driver = \"gateway\"")
+        .and_then(|f| {
+            r.parse(&f, |s| {
+                DriverKind::parse(s).ok_or_else(|| {
+                    let known: Vec<String> = DriverKind::ALL
+                        .iter()
+                        .map(|k| format!("{:?}", k.as_str()))
+                        .collect();
+                    format!(
+                        "{s:?} is not a driver ajar knows; the drivers are {}",
+                        known.join(", ")
+                    )
+                })
+            })
+        });
+    let labels = match t.get("labels") {
+        Some(f) => labels(r, &f),
+        None => Some(BTreeMap::new()),
+    };
+    let gateway_field = t.get("gateway");
+    let gateway = match &gateway_field {
+        // `None` is an error; `Some(None)` means there is no gateway table.
+        Some(f) => r.table(f, GATEWAY_KEYS).map(|g| Some(gateway(r, &g))),
+        None => Some(None),
+    };
+    if let Some(driver) = &driver {
+        let wants_gateway = driver.value == DriverKind::Gateway;
+        match (&gateway_field, wants_gateway) {
+            (None, true) => r.error(
+                &t.loc.child("gateway", Some(driver.loc.offset)),
+                "the gateway driver needs to know where to listen for this target; add gateway = { listen = \"0.0.0.0:15432\" }",
+            ),
+            (Some(f), false) => r.error(
+                &f.loc,
+                format!(
+                    "a gateway table only applies to targets with driver = \"gateway\", and this target uses {:?}; remove it",
+                    driver.value.as_str()
+                ),
+            ),
+            _ => {}
+        }
+    }
+    let listen = gateway
+        .as_ref()
+        .and_then(|g| g.as_ref())
+        .and_then(|(listen, _)| listen.clone());
+    let target = (|| {
+        let gateway = match gateway? {
+            Some((listen, public_host)) => Some(GatewaySettings {
+                listen: listen?.value,
+                public_host: public_host?,
+            }),
+            None => None,
+        };
+        Some(Target {
+            name: name.as_ref()?.value.clone(),
+            address: address?.value,
+            driver: driver?.value,
+            labels: labels.clone()?,
+            gateway,
+        })
+    })();
+    TargetDraft {
+        name,
+        labels: labels.unwrap_or_default(),
+        listen,
+        target,
+    }
+}
+
+/// A gateway table's listen address and public host, each `None` when
+/// invalid (the outer `Option` of `public_host` is validity, the inner one
+/// presence).
+type GatewayDraft = (Option<Located<SocketAddr>>, Option<Option<String>>);
+
+fn gateway(r: &mut Reader<'_>, t: &TableView<'_>) -> GatewayDraft {
+    let listen = r
+        .required(t, "listen", "listen = \"0.0.0.0:15432\"")
+        .and_then(|f| r.parse(&f, values::listen_addr));
+    let public_host = match t.get("public_host") {
+        Some(f) => r.parse(&f, values::public_host).map(|h| Some(h.value)),
+        None => Some(None),
+    };
+    (listen, public_host)
+}
+
+fn labels(r: &mut Reader<'_>, field: &Field<'_>) -> Option<BTreeMap<String, String>> {
+    let t = r.any_table(field)?;
+    let mut labels = BTreeMap::new();
+    let mut valid = true;
+    for (key, value) in t.entries() {
+        if let Err(e) = Name::parse(&key.value) {
+            r.error(&key.loc, format!("the label key is not valid: {e}"));
+            valid = false;
+        }
+        match r.parse(&value, Name::parse) {
+            Some(v) => {
+                labels.insert(key.value, v.value.to_string());
+            }
+            None => valid = false,
+        }
+    }
+    valid.then_some(labels)
+}
+
+fn policy(r: &mut Reader<'_>, t: &TableView<'_>) -> PolicyDraft {
+    let name = name(r, t, "name = \"dev-prod-db\"");
+    let subjects = r.required(t, "subjects", "subjects = [\"group:dev\"]").and_then(|f| {
+        let parsed = r.parsed_list(&f, SUBJECT_EXAMPLE, subject)?;
+        non_empty(r, &f, "lists nobody, so nobody could use this policy; name users or groups such as [\"alice\", \"group:dev\"]")
+            .then_some(parsed)
+    });
+    let selectors = r.required(t, "targets", "targets = [\"db-prod\"]").and_then(|f| {
+        let parsed = r.parsed_list(&f, "[\"db-prod\", \"env=prod\"]", values::selector)?;
+        non_empty(r, &f, "lists no target, so this policy grants nothing; name targets or label selectors such as [\"db-prod\", \"env=prod\"]")
+            .then_some(parsed)
+    });
+    let max_duration = r
+        .required(t, "max_duration", "max_duration = \"1h\"")
+        .and_then(|f| r.parse(&f, GrantDuration::parse));
+    let reason_required = match t.get("reason_required") {
+        Some(f) => r.bool(&f),
+        None => Some(true),
+    };
+    let approvals = r
+        .required(t, "approvals", "approvals = 1 (or approvals = 0 to approve requests automatically)")
+        .and_then(|f| {
+            let n = r.integer(&f)?;
+            match u32::try_from(n) {
+                Ok(ok) if n <= MAX_APPROVALS => Some(Located { value: ok, loc: f.loc.clone() }),
+                _ => {
+                    r.error(
+                        &f.loc,
+                        format!("{n} is not a number of approvals ajar accepts; use 0 (approve automatically) to {MAX_APPROVALS}"),
+                    );
+                    None
+                }
+            }
+        });
+    let approvers_field = t.get("approvers");
+    let approvers = match &approvers_field {
+        Some(f) => r.parsed_list(f, SUBJECT_EXAMPLE, subject),
+        None => Some(Vec::new()),
+    };
+    // Only when approvers could be read: a mistyped list was reported
+    // already and is not also "missing".
+    if let (Some(approvals), Some(_)) = (&approvals, &approvers) {
+        let listed = approvers_field
+            .as_ref()
+            .and_then(|f| f.array_len())
+            .unwrap_or(0);
+        if approvals.value > 0 && listed == 0 {
+            let loc = approvers_field.as_ref().map_or(&approvals.loc, |f| &f.loc);
+            r.error(
+                &t.loc.child("approvers", Some(loc.offset)),
+                format!(
+                    "approvals = {} but no approvers are listed, so no request could ever be approved; add approvers such as [\"group:sre\"], or set approvals = 0 to approve automatically",
+                    approvals.value
+                ),
+            );
+        }
+        if let (0, Some(f)) = (approvals.value, &approvers_field) {
+            if listed > 0 {
+                r.error(
+                    &f.loc,
+                    "approvers are listed but approvals = 0 approves every request automatically, so they would never be asked; set approvals to how many of them must approve, or remove approvers",
+                );
+            }
+        }
+    }
+    let sources = match t.get("sources") {
+        Some(f) => r.parsed_list(&f, "[\"10.8.0.0/16\"]", values::network),
+        None => Some(Vec::new()),
+    };
+    let policy = (|| {
+        Some(Policy {
+            name: name.as_ref()?.value.clone(),
+            subjects: values_of(subjects.as_ref()?),
+            targets: values_of(selectors.as_ref()?),
+            max_duration: max_duration?.value,
+            reason_required: reason_required?,
+            approvals: approvals.as_ref()?.value,
+            approvers: values_of(approvers.as_ref()?),
+            sources: values_of(sources.as_ref()?),
+        })
+    })();
+    PolicyDraft {
+        name,
+        subjects: subjects.unwrap_or_default(),
+        selectors: selectors.unwrap_or_default(),
+        approvals,
+        approvers: approvers.unwrap_or_default(),
+        policy,
+    }
+}
+
+/// Whether the array in `field` has elements; reports `message` when it is
+/// an empty array. Non-arrays were reported by the caller already.
+fn non_empty(r: &mut Reader<'_>, field: &Field<'_>, message: &str) -> bool {
+    if field.array_len() == Some(0) {
+        r.error(&field.loc, message);
+        return false;
+    }
+    true
+}
+
+fn values_of<T: Clone>(items: &[Located<T>]) -> Vec<T> {
+    items.iter().map(|i| i.value.clone()).collect()
+}

@@ -1,0 +1,160 @@
+//! ajar's one config file: parsed and strictly checked into the domain's
+//! [`Catalog`] plus the server's settings.
+//!
+//! The file looks like this (every section but `[server]` may be left out,
+//! and every key of `[server]` has a default):
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"
+//! data_dir = "ajar-data"                 # relative to the config file
+//! trusted_proxies = ["10.0.0.5"]         # peers whose X-Forwarded-For is believed
+//! tls = { cert = "cert.pem", key = "key.pem" }
+//! approval_timeout = "1h"
+//! token_ttl = "12h"
+//! reconcile_interval = "10s"             # 1s to 1h
+//!
+//! [access]
+//! admins = ["group:sre"]
+//! auditors = ["group:security"]
+//! groups = ["oncall"]                    # groups with no local member
+//!
+//! [[users]]
+//! name = "alice"
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."
+//! groups = ["dev"]
+//!
+//! [[targets]]
+//! name = "db-prod"
+//! address = "10.0.3.12:5432"
+//! driver = "gateway"
+//! labels = { env = "prod" }
+//! gateway = { listen = "0.0.0.0:15432", public_host = "gw.example.com" }
+//!
+//! [[policies]]
+//! name = "dev-prod-db"
+//! subjects = ["group:dev"]
+//! targets = ["env=prod"]
+//! max_duration = "1h"
+//! reason_required = true
+//! approvals = 1
+//! approvers = ["group:sre"]
+//! sources = ["10.8.0.0/16"]
+//! ```
+//!
+//! Checking is strict: unknown keys, wrong types, bad values and policies
+//! that could never be used are errors, and [`parse`] reports all of them at
+//! once, each with file, line, column and dotted key. Files named in the
+//! config (data directory, TLS certificate) are not opened here: the server
+//! checks them when it starts, which keeps [`parse`] pure.
+//!
+//! The document is read with `toml_edit` rather than through serde, because
+//! hand-reading a located tree lets one pass report every unknown key and
+//! wrong type instead of stopping at the first, and locates even tables the
+//! file only implies.
+
+mod check;
+mod decode;
+mod error;
+mod reader;
+mod summary;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ajar_domain::{Catalog, GrantDuration};
+
+pub use error::{ConfigError, ConfigErrors};
+pub use summary::summary;
+
+/// A checked config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub catalog: Catalog,
+}
+
+/// How the server runs, from `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where the HTTP API listens; `127.0.0.1:8080` by default.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and the audit file live; `ajar-data` next
+    /// to the config file by default.
+    pub data_dir: PathBuf,
+    /// Peers whose `X-Forwarded-For` header is believed. Empty means the
+    /// client address is always the TCP peer's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with these files; plain HTTP when absent.
+    pub tls: Option<TlsSettings>,
+    /// How long a request may stay pending before it times out; 1h by
+    /// default.
+    pub approval_timeout: GrantDuration,
+    /// How long an API token stays valid; 12h by default.
+    pub token_ttl: GrantDuration,
+    /// How often actual network state is compared with granted state; 10s
+    /// by default, between 1s and 1h.
+    pub reconcile_interval: Duration,
+}
+
+/// The certificate chain and private key for HTTPS, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Parses and checks `text`, the contents of `file`. Pure: `file` is only
+/// named in errors and is where relative paths are resolved from.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let document = match toml_edit::ImDocument::parse(text) {
+        Ok(document) => document,
+        // A syntax error leaves nothing reliable to check further.
+        Err(e) => return Err(ConfigErrors(vec![syntax_error(file, text, &e)])),
+    };
+    let base = file.parent().unwrap_or(Path::new(""));
+    let mut reader = reader::Reader::new(file, text);
+    let drafts = decode::decode(&mut reader, document.as_table(), base);
+    check::check(&mut reader, &drafts);
+    if reader.has_errors() {
+        return Err(ConfigErrors::sorted(reader.into_errors()));
+    }
+    check::assemble(drafts).ok_or_else(|| {
+        ConfigErrors(vec![ConfigError::whole_file(
+            file,
+            "internal error: the file was accepted but could not be assembled; please report this as a bug in ajar"
+                .to_owned(),
+        )])
+    })
+}
+
+/// Reads `file` and [`parse`]s it.
+pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => parse(file, &text),
+        Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(
+            file,
+            format!("cannot read the config file: {e}"),
+        )])),
+    }
+}
+
+/// A TOML syntax error, located and flattened to one line.
+fn syntax_error(file: &Path, text: &str, e: &toml_edit::TomlError) -> ConfigError {
+    let message: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let offset = e.span().map_or(0, |s| s.start);
+    ConfigError::at(
+        file,
+        text,
+        offset,
+        "",
+        format!("invalid TOML: {}", message.join("; ")),
+    )
+}
