@@ -7,14 +7,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// No `Debug`: the password must never reach a log line.
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     pub username: String,
     pub password: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LoginResponse {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -22,7 +23,7 @@ pub struct LoginResponse {
     pub username: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {
     pub username: String,
     pub groups: Vec<String>,
@@ -30,7 +31,7 @@ pub struct WhoAmI {
     pub auditor: bool,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequestBody {
     /// Name of the target.
@@ -44,33 +45,33 @@ pub struct CreateRequestBody {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentBody {
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Connect {
     pub host: String,
     pub port: u16,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApprovalDto {
     pub approver: String,
     pub at: DateTime<Utc>,
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnforcementDto {
     /// `none`, `opening`, `open`, `closing`, `closed` or `failed`.
     pub status: String,
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RequestDto {
     pub id: String,
     pub target: String,
@@ -133,7 +134,7 @@ fn connect(opened: ajar_enforce::Opened, host: &str) -> Connect {
     Connect { host: if opened.host.is_empty() { host.to_owned() } else { opened.host }, port: opened.port }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TargetDto {
     pub name: String,
     pub driver: String,
@@ -167,7 +168,7 @@ impl TargetDto {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditEventDto {
     pub seq: i64,
     pub at: DateTime<Utc>,
@@ -203,14 +204,14 @@ impl From<AuditEvent> for AuditEventDto {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditEventDto>,
     /// Pass as `after` to read on.
     pub next_after: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditVerifyDto {
     pub ok: bool,
     /// How many events verified.

@@ -7,7 +7,7 @@
 //! the core's answers to HTTP.
 
 mod caller;
-mod dto;
+pub mod dto;
 mod handlers;
 mod ops;
 mod problem;

@@ -1,0 +1,216 @@
+//! A typed client for ajar's HTTP API, used by the CLI. The wire types are
+//! the API crate's own (`ajar_api::dto`), so client and server cannot
+//! disagree about a field.
+
+use std::fmt;
+
+pub use ajar_api::dto::{
+    AuditPage, AuditVerifyDto, CommentBody, CreateRequestBody, LoginBody, LoginResponse, RequestDto, TargetDto, WhoAmI,
+};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// An RFC 9457 problem as the server sent it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub status: u16,
+    #[serde(default)]
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a problem; `detail` is meant for the user.
+    #[error("{}", .0.detail)]
+    Api(Problem),
+    #[error("cannot reach the ajar server at {url}: {cause}; check --server or AJAR_SERVER, and that the server runs")]
+    Unreachable { url: String, cause: String },
+    #[error("the server at {url} answered {status} with something that is not ajar's API ({cause}); is --server right?")]
+    Unexpected { url: String, status: u16, cause: String },
+}
+
+impl ClientError {
+    /// The problem's slug (`urn:ajar:problem:<slug>`), if the server sent one.
+    pub fn slug(&self) -> Option<&str> {
+        match self {
+            ClientError::Api(p) => p.kind.strip_prefix("urn:ajar:problem:"),
+            _ => None,
+        }
+    }
+}
+
+/// Which requests to list.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ListQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl fmt::Debug for Client {
+    /// Leaves the token out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// A request verb on `/requests/{id}/{verb}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Approve,
+    Deny,
+    Cancel,
+    Release,
+    Revoke,
+}
+
+impl Verb {
+    fn path(self) -> &'static str {
+        match self {
+            Verb::Approve => "approve",
+            Verb::Deny => "deny",
+            Verb::Cancel => "cancel",
+            Verb::Release => "release",
+            Verb::Revoke => "revoke",
+        }
+    }
+}
+
+impl Client {
+    /// `server` is the base URL, such as `http://127.0.0.1:8080`.
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("ajar-cli/", env!("CARGO_PKG_VERSION")))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Unreachable { url: server.to_owned(), cause: e.to_string() })?;
+        Ok(Self { base: server.trim_end_matches('/').to_owned(), http, token })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&[(&str, String)]>,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(query) = query {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), cause: root_cause(&e) })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), cause: root_cause(&e) })?;
+        let unexpected =
+            |cause: String| ClientError::Unexpected { url: self.base.clone(), status: status.as_u16(), cause };
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| unexpected(e.to_string()))
+        } else {
+            match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(problem) if !problem.detail.is_empty() => Err(ClientError::Api(problem)),
+                _ if status == StatusCode::NOT_FOUND => Err(unexpected("no such endpoint".to_owned())),
+                _ => Err(unexpected(String::from_utf8_lossy(&bytes).chars().take(200).collect())),
+            }
+        }
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<LoginResponse, ClientError> {
+        let body = LoginBody { username: username.to_owned(), password: password.to_owned() };
+        self.call(Method::POST, "/login", None, Some(&body)).await
+    }
+
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.call::<(), _>(Method::GET, "/whoami", None, None).await
+    }
+
+    pub async fn targets(&self) -> Result<Vec<TargetDto>, ClientError> {
+        self.call::<(), _>(Method::GET, "/targets", None, None).await
+    }
+
+    pub async fn create_request(&self, body: &CreateRequestBody) -> Result<RequestDto, ClientError> {
+        self.call(Method::POST, "/requests", None, Some(body)).await
+    }
+
+    pub async fn get_request(&self, id: &str) -> Result<RequestDto, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/requests/{}", encode(id)), None, None).await
+    }
+
+    pub async fn list_requests(&self, query: &ListQuery) -> Result<Vec<RequestDto>, ClientError> {
+        let mut pairs = Vec::new();
+        for (key, value) in [("state", &query.state), ("target", &query.target), ("requester", &query.requester)] {
+            if let Some(v) = value {
+                pairs.push((key, v.clone()));
+            }
+        }
+        self.call::<(), _>(Method::GET, "/requests", Some(&pairs), None).await
+    }
+
+    pub async fn act(&self, id: &str, verb: Verb, comment: Option<String>) -> Result<RequestDto, ClientError> {
+        let path = format!("/requests/{}/{}", encode(id), verb.path());
+        match verb {
+            Verb::Cancel | Verb::Release => self.call::<(), _>(Method::POST, &path, None, None).await,
+            _ => self.call(Method::POST, &path, None, Some(&CommentBody { comment })).await,
+        }
+    }
+
+    pub async fn audit(&self, after: i64, limit: u32) -> Result<AuditPage, ClientError> {
+        let query = [("after", after.to_string()), ("limit", limit.to_string())];
+        self.call::<(), _>(Method::GET, "/audit", Some(&query), None).await
+    }
+
+    pub async fn verify_audit(&self) -> Result<AuditVerifyDto, ClientError> {
+        self.call::<(), _>(Method::GET, "/audit/verify", None, None).await
+    }
+}
+
+/// Request ids are letters and digits; anything else a user typed is
+/// percent-encoded so that it cannot change the path.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// The innermost cause of a transport error, which is the one that says
+/// what went wrong ("Connection refused").
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}

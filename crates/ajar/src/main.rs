@@ -1,0 +1,193 @@
+//! `ajar`: the one binary. Runs the server (`up`, `server`), checks
+//! configs, and is the command-line client of the HTTP API.
+
+mod commands;
+mod credentials;
+mod output;
+mod serve;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ajar",
+    version,
+    about = "Just-in-time network access: ask for a target, get it approved, connect, and it closes on time.",
+    after_help = "Start here: `ajar up` runs a server on this machine; `ajar login NAME` and `ajar targets` come next."
+)]
+struct Cli {
+    /// The ajar server's URL [default: the one you last logged in to, else http://127.0.0.1:8080]
+    #[arg(long, env = "AJAR_SERVER", global = true)]
+    server: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ajar on this machine with the embedded defaults (SQLite, built-in gateway), creating a sample config on first start.
+    Up {
+        /// Where the config, database and audit log live.
+        #[arg(long, default_value = "ajar-data")]
+        dir: PathBuf,
+        /// Where the API listens on first start (written into the sample config).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run the server with a config file.
+    Server {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and summarise it; exits 1 and lists every problem if it is wrong.
+    CheckConfig { file: PathBuf },
+    /// Hash a password (read from stdin) for a user's password_hash in the config.
+    HashPassword,
+    /// Log in as a local user and save the token (0600) for the other commands.
+    Login {
+        username: String,
+        /// Read the password from stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Forget the saved token.
+    Logout,
+    /// Show who you are logged in as.
+    Whoami,
+    /// List the targets you may request, with their limits.
+    Targets,
+    /// Ask for access to a target.
+    Request {
+        target: String,
+        /// How long, such as 15m or 1h30m.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why you need access (an incident or ticket number).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Bind the grant to this address or network instead of your own address.
+        #[arg(long)]
+        source: Option<String>,
+        /// Wait until the request is active or refused.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Get access to a target (reusing your active grant, or requesting one and waiting for approval), then print where to connect or run COMMAND with {host} and {port} substituted.
+    Connect {
+        target: String,
+        #[arg(long = "for", value_name = "DURATION", default_value = "30m")]
+        duration: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        source: Option<String>,
+        /// The command to run once the path is open, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List requests: yours, and those you may approve (all for admins and auditors).
+    Ls {
+        /// Only these states (comma-separated); default pending and active.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        requester: Option<String>,
+        /// Every state, including finished requests.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one request.
+    Show { id: String },
+    /// Approve a pending request.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a pending request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Withdraw your own pending request.
+    Cancel { id: String },
+    /// End your own active grant now.
+    Release { id: String },
+    /// End someone's active grant now (approvers and admins).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Read the audit log, follow it, or verify its hash chain.
+    Audit {
+        /// Start after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Keep printing new events as they happen.
+        #[arg(long)]
+        follow: bool,
+        /// Verify the whole chain and the audit file; exits 1 naming the first bad event.
+        #[arg(long, conflicts_with = "follow")]
+        verify: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = commands::Context { server: cli.server, json: cli.json };
+    match cli.command {
+        Command::Up { dir, listen } => up::run(&dir, listen).await,
+        Command::Server { config } => serve::run(&config, |_| {}).await,
+        Command::CheckConfig { file } => Ok(commands::check_config(&file)),
+        Command::HashPassword => commands::hash_password(),
+        Command::Login { username, password_stdin } => commands::login(&ctx, &username, password_stdin).await,
+        Command::Logout => commands::logout(),
+        Command::Whoami => commands::whoami(&ctx).await,
+        Command::Targets => commands::targets(&ctx).await,
+        Command::Request { target, duration, reason, source, wait } => {
+            commands::request(&ctx, target, duration, reason, source, wait).await
+        }
+        Command::Connect { target, duration, reason, source, command } => {
+            commands::connect(&ctx, target, duration, reason, source, command).await
+        }
+        Command::Ls { state, target, requester, all } => commands::ls(&ctx, state, target, requester, all).await,
+        Command::Show { id } => commands::show(&ctx, &id).await,
+        Command::Approve { id, comment } => commands::act(&ctx, &id, ajar_client::Verb::Approve, comment).await,
+        Command::Deny { id, comment } => commands::act(&ctx, &id, ajar_client::Verb::Deny, comment).await,
+        Command::Cancel { id } => commands::act(&ctx, &id, ajar_client::Verb::Cancel, None).await,
+        Command::Release { id } => commands::act(&ctx, &id, ajar_client::Verb::Release, None).await,
+        Command::Revoke { id, comment } => commands::act(&ctx, &id, ajar_client::Verb::Revoke, comment).await,
+        Command::Audit { after, limit, follow, verify } => commands::audit(&ctx, after, limit, follow, verify).await,
+    }
+}

@@ -1,0 +1,213 @@
+//! `ajar server`: wires the store, the drivers, the core and the API
+//! together, and handles signals (SIGHUP reloads, SIGTERM/SIGINT stop).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ajar_api::AppState;
+use ajar_config::Config;
+use ajar_core::audit_file::AuditFile;
+use ajar_core::{Core, CoreSettings, SystemClock};
+use ajar_domain::{Action, DriverKind, NewAuditEvent};
+use ajar_driver_gateway::{ConnectionEvent, ConnectionEventKind, Gateway};
+use ajar_enforce::Driver;
+use ajar_store::SqliteStore;
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+/// Runs the server for `config_path` until SIGTERM or SIGINT. `on_ready`
+/// gets the API's URL once it accepts connections.
+pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Result<std::process::ExitCode> {
+    init_logging();
+    let config = load_config(config_path)?;
+    let data_dir = &config.server.data_dir;
+    create_private_dir(data_dir)?;
+
+    let store = SqliteStore::open(&data_dir.join("ajar.db"))
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    let audit_file = AuditFile::open(&data_dir.join("audit.jsonl"))?;
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let gateway: Arc<dyn Driver> = Arc::new(Gateway::new(events_tx));
+    let drivers = BTreeMap::from([(DriverKind::Gateway, gateway)]);
+    let core = Core::new(
+        Arc::new(store),
+        config.catalog.clone(),
+        settings(&config),
+        drivers,
+        Arc::new(SystemClock),
+        Some(audit_file),
+    );
+    core.record(vec![system_event(&core, Action::ServerStarted, serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": config_path.display().to_string(),
+    }))])
+    .await?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let scheduler = ajar_core::scheduler::spawn(core.clone(), shutdown_rx.clone());
+    // Drivers bind their listeners and anything that happened while ajar was
+    // down is repaired before the API takes a single request.
+    core.start().await.context("cannot start the drivers")?;
+    let reconciler = ajar_core::reconcile::spawn(core.clone(), config.server.reconcile_interval, shutdown_rx.clone());
+    let recorder = tokio::spawn(record_connections(core.clone(), events_rx));
+
+    let listener = std::net::TcpListener::bind(config.server.listen)
+        .with_context(|| format!("cannot listen on {} (server.listen); is another ajar running? choose another address", config.server.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let state = AppState { core: core.clone(), trusted_proxies: Arc::new(config.server.trusted_proxies.clone()) };
+    let app = ajar_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+
+    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+    if config.server.tls.is_none() && !addr.ip().is_loopback() {
+        warn!(%addr, "the API listens on a non-loopback address without TLS: passwords and tokens cross the network in clear text; set [server] tls = {{ cert = \"...\", key = \"...\" }}");
+    }
+    let server = match &config.server.tls {
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| format!("cannot load the TLS certificate {} and key {}", tls.cert.display(), tls.key.display()))?;
+            let server = axum_server::from_tcp_rustls(listener, rustls).handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    let url = format!("{scheme}://{addr}");
+    info!(%url, "ajar is ready");
+    println!("ajar listening on {url}");
+    on_ready(&url);
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&core, config_path, &config).await,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    info!("stopping: no new work is accepted; active grants stay and are enforced again at the next start");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    let _ = scheduler.await;
+    let _ = reconciler.await;
+    recorder.abort();
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    ajar_config::load(path).map_err(|errors| anyhow::anyhow!("the config has problems:\n{errors}"))
+}
+
+fn settings(config: &Config) -> CoreSettings {
+    CoreSettings { approval_timeout: config.server.approval_timeout, token_ttl: config.server.token_ttl }
+}
+
+/// SIGHUP: a bad file is rejected whole and the running config stays.
+async fn reload(core: &Arc<Core>, path: &Path, running: &Config) {
+    info!(config = %path.display(), "reloading the config");
+    match ajar_config::load(path) {
+        Err(errors) => {
+            for e in &errors.0 {
+                error!(error = %e, "config reload rejected");
+            }
+            let data = serde_json::json!({ "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>() });
+            if let Err(e) = core.record(vec![system_event(core, Action::ConfigRejected, data)]).await {
+                error!(error = %e, "cannot audit the rejected reload");
+            }
+        }
+        Ok(new) => {
+            if new.server.listen != running.server.listen || new.server.data_dir != running.server.data_dir || new.server.tls != running.server.tls {
+                warn!("server.listen, server.data_dir and server.tls change only at restart; the rest of the new config applies now");
+            }
+            let new_settings = settings(&new);
+            match core.reload(new.catalog, new_settings).await {
+                Ok(()) => info!("config reloaded"),
+                Err(e) => {
+                    error!(error = %e, "config reload failed; the previous config stays in force");
+                    let data = serde_json::json!({ "errors": [e.to_string()] });
+                    let _ = core.record(vec![system_event(core, Action::ConfigRejected, data)]).await;
+                }
+            }
+        }
+    }
+}
+
+fn system_event(core: &Core, action: Action, data: serde_json::Value) -> NewAuditEvent {
+    NewAuditEvent {
+        at: core.now(),
+        actor: ajar_domain::request::Actor::System.label(),
+        action,
+        target: None,
+        source: None,
+        request_id: None,
+        subject: None,
+        reason: None,
+        data,
+    }
+}
+
+/// Turns the gateway's connection events into audit events.
+async fn record_connections(core: Arc<Core>, mut events: mpsc::UnboundedReceiver<ConnectionEvent>) {
+    while let Some(event) = events.recv().await {
+        let subject = match &event.grant {
+            Some(id) => core.store().get_request(id).await.ok().flatten().map(|r| r.requester.to_string()),
+            None => None,
+        };
+        let action = match event.kind {
+            ConnectionEventKind::Refused { .. } => Action::ConnectionRefused,
+            _ => Action::Connection,
+        };
+        let data = serde_json::to_value(&event).unwrap_or_default();
+        let audit = NewAuditEvent {
+            at: core.now(),
+            actor: subject.clone().unwrap_or_else(|| event.peer.ip().to_string()),
+            action,
+            target: Some(event.target.clone()),
+            source: Some(event.peer.ip().to_string()),
+            request_id: event.grant.as_ref().map(|g| g.to_string()),
+            subject,
+            reason: None,
+            data,
+        };
+        if let Err(e) = core.record(vec![audit]).await {
+            error!(error = %e, "cannot audit a gateway connection");
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make the data directory {} private", dir.display()))?;
+    Ok(())
+}
+
+/// Logs go to stderr: human-readable by default, JSON lines with
+/// `AJAR_LOG_FORMAT=json`; the level comes from `AJAR_LOG` (default info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AJAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if std::env::var("AJAR_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests, `up` calling `run`) keeps the first subscriber.
+    drop(result);
+}
