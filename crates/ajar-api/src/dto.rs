@@ -124,7 +124,10 @@ impl RequestDto {
             closed_by: r.closed_by,
             close_comment: r.close_comment,
             policies: r.policies.iter().map(|p| p.to_string()).collect(),
-            enforcement: EnforcementDto { status: r.enforcement.status.as_str().to_owned(), error: r.enforcement.error },
+            enforcement: EnforcementDto {
+                status: r.enforcement.status.as_str().to_owned(),
+                error: r.enforcement.error,
+            },
             connect: view.connect.map(|c| connect(c, host)),
         }
     }

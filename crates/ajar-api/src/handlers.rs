@@ -44,9 +44,10 @@ fn json_problem(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonSyntaxError(e) => {
             Problem::bad_request("malformed-json", format!("the body is not valid JSON: {}", e.body_text()))
         }
-        JsonRejection::JsonDataError(e) => {
-            Problem::bad_request("invalid-body", format!("the body does not have the expected fields: {}", e.body_text()))
-        }
+        JsonRejection::JsonDataError(e) => Problem::bad_request(
+            "invalid-body",
+            format!("the body does not have the expected fields: {}", e.body_text()),
+        ),
         other => Problem::bad_request("invalid-body", other.body_text()),
     }
 }
@@ -62,11 +63,7 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let has_body = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v != "0")
+        let has_body = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|v| v != "0")
             && (req.headers().contains_key(header::CONTENT_TYPE) || req.headers().contains_key(header::CONTENT_LENGTH));
         if !has_body {
             return Ok(OptionalBody(T::default()));

@@ -31,7 +31,11 @@ pub async fn openapi() -> impl IntoResponse {
 }
 
 pub async fn not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "no-such-endpoint", "there is no such endpoint; GET /api/v1/openapi.json lists them")
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-such-endpoint",
+        "there is no such endpoint; GET /api/v1/openapi.json lists them",
+    )
 }
 
 /// Prometheus text exposition.
@@ -44,7 +48,8 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         let _ = writeln!(out, "ajar_audit_events_total{{action=\"{action}\"}} {count}");
     }
     let (sum_ms, count, max_ms) = core.metrics().expiry_lag();
-    let _ = writeln!(out, "# HELP ajar_expiry_lag_seconds How late grants were closed after their end, by the scheduler.");
+    let _ =
+        writeln!(out, "# HELP ajar_expiry_lag_seconds How late grants were closed after their end, by the scheduler.");
     let _ = writeln!(out, "# TYPE ajar_expiry_lag_seconds summary");
     let _ = writeln!(out, "ajar_expiry_lag_seconds_sum {}", sum_ms as f64 / 1000.0);
     let _ = writeln!(out, "ajar_expiry_lag_seconds_count {count}");
@@ -53,7 +58,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let _ = writeln!(out, "ajar_expiry_lag_max_seconds {}", max_ms as f64 / 1000.0);
     let live = core
         .store()
-        .list_requests(&RequestFilter { states: vec![RequestState::Pending, RequestState::Active], ..Default::default() })
+        .list_requests(&RequestFilter {
+            states: vec![RequestState::Pending, RequestState::Active],
+            ..Default::default()
+        })
         .await
         .map_err(|e| Problem::from(ajar_core::CoreError::from(e)))?;
     let _ = writeln!(out, "# HELP ajar_requests Requests that are pending or active now.");

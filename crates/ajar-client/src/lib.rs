@@ -31,7 +31,9 @@ pub enum ClientError {
     Api(Problem),
     #[error("cannot reach the ajar server at {url}: {cause}; check --server or AJAR_SERVER, and that the server runs")]
     Unreachable { url: String, cause: String },
-    #[error("the server at {url} answered {status} with something that is not ajar's API ({cause}); is --server right?")]
+    #[error(
+        "the server at {url} answered {status} with something that is not ajar's API ({cause}); is --server right?"
+    )]
     Unexpected { url: String, status: u16, cause: String },
 }
 

@@ -48,32 +48,17 @@ pub(crate) fn assemble(d: Drafts) -> Option<Config> {
     Some(Config {
         server: d.server?,
         catalog: Catalog {
-            access: Access {
-                admins: values(&d.access.admins),
-                auditors: values(&d.access.auditors),
-            },
+            access: Access { admins: values(&d.access.admins), auditors: values(&d.access.auditors) },
             users: d.users.into_iter().map(|u| u.user).collect::<Option<_>>()?,
-            targets: d
-                .targets
-                .into_iter()
-                .map(|t| t.target)
-                .collect::<Option<_>>()?,
-            policies: d
-                .policies
-                .into_iter()
-                .map(|p| p.policy)
-                .collect::<Option<_>>()?,
+            targets: d.targets.into_iter().map(|t| t.target).collect::<Option<_>>()?,
+            policies: d.policies.into_iter().map(|p| p.policy).collect::<Option<_>>()?,
         },
     })
 }
 
 /// Reports every name that an earlier entry of the same kind already used,
 /// at the later one.
-fn unique_names<'d>(
-    r: &mut Reader<'_>,
-    kind: &str,
-    names: impl Iterator<Item = Option<&'d Located<Name>>>,
-) {
+fn unique_names<'d>(r: &mut Reader<'_>, kind: &str, names: impl Iterator<Item = Option<&'d Located<Name>>>) {
     let mut seen: BTreeMap<&Name, usize> = BTreeMap::new();
     for name in names.flatten() {
         match seen.get(&name.value) {
@@ -103,16 +88,9 @@ struct Directory<'d> {
 
 impl<'d> Directory<'d> {
     fn new(d: &'d Drafts) -> Self {
-        let users = d
-            .users
-            .iter()
-            .filter_map(|u| Some((&u.name.as_ref()?.value, u.groups.as_slice())))
-            .collect();
+        let users = d.users.iter().filter_map(|u| Some((&u.name.as_ref()?.value, u.groups.as_slice()))).collect();
         let external_groups = d.access.groups.iter().map(|g| &g.value).collect();
-        Self {
-            users,
-            external_groups,
-        }
+        Self { users, external_groups }
     }
 
     fn has_local_member(&self, group: &Name) -> bool {
@@ -134,9 +112,7 @@ impl<'d> Directory<'d> {
                     name.as_str()
                 )
             }
-            Subject::Group(group)
-                if !self.has_local_member(group) && !self.external_groups.contains(group) =>
-            {
+            Subject::Group(group) if !self.has_local_member(group) && !self.external_groups.contains(group) => {
                 format!(
                     "no user is in group {:?} and access.groups does not list it; add it to a user's groups, or to access.groups if its members come from elsewhere",
                     group.as_str()
@@ -168,11 +144,7 @@ impl<'d> Directory<'d> {
 fn check_selector(r: &mut Reader<'_>, d: &Drafts, selector: &Located<TargetSelector>) {
     let message = match &selector.value {
         TargetSelector::Name(name) => {
-            let names: Vec<&str> = d
-                .targets
-                .iter()
-                .filter_map(|t| Some(t.name.as_ref()?.value.as_str()))
-                .collect();
+            let names: Vec<&str> = d.targets.iter().filter_map(|t| Some(t.name.as_ref()?.value.as_str())).collect();
             if names.contains(&name.as_str()) {
                 return;
             }
@@ -189,7 +161,9 @@ fn check_selector(r: &mut Reader<'_>, d: &Drafts, selector: &Located<TargetSelec
             if d.targets.iter().any(|t| t.labels.get(key) == Some(value)) {
                 return;
             }
-            format!("no target has the label {key}={value}, so this selector matches nothing; check the targets' labels")
+            format!(
+                "no target has the label {key}={value}, so this selector matches nothing; check the targets' labels"
+            )
         }
     };
     r.error(&selector.loc, message);
@@ -202,10 +176,8 @@ fn approvals_reachable(r: &mut Reader<'_>, directory: &Directory<'_>, policy: &P
     let Some(approvals) = &policy.approvals else {
         return;
     };
-    let external = policy
-        .approvers
-        .iter()
-        .any(|a| matches!(&a.value, Subject::Group(g) if directory.external_groups.contains(g)));
+    let external =
+        policy.approvers.iter().any(|a| matches!(&a.value, Subject::Group(g) if directory.external_groups.contains(g)));
     if approvals.value == 0 || policy.approvers.is_empty() || external {
         return;
     }
@@ -214,11 +186,7 @@ fn approvals_reachable(r: &mut Reader<'_>, directory: &Directory<'_>, policy: &P
     if wanted <= able.len() {
         return;
     }
-    let approvers: Vec<String> = policy
-        .approvers
-        .iter()
-        .map(|a| a.value.to_string())
-        .collect();
+    let approvers: Vec<String> = policy.approvers.iter().map(|a| a.value.to_string()).collect();
     let who: Vec<&str> = able.iter().map(|n| n.as_str()).collect();
     let users = match able.len() {
         1 => format!("only 1 user ({})", who.join(", ")),
@@ -251,23 +219,15 @@ fn gateway_addresses(r: &mut Reader<'_>, d: &Drafts) {
         }
     }
     for (i, (addr, _)) in taken.iter().enumerate() {
-        let earlier = taken[..i]
-            .iter()
-            .find(|(other, _)| clash(addr.value, other.value));
+        let earlier = taken[..i].iter().find(|(other, _)| clash(addr.value, other.value));
         if let Some((other, owner)) = earlier {
             let line = r.line(other.loc.offset);
             let what = if other.value == addr.value {
                 format!("{} is already taken by {owner} on line {line}", addr.value)
             } else {
-                format!(
-                    "{} overlaps {}, which {owner} listens on (line {line})",
-                    addr.value, other.value
-                )
+                format!("{} overlaps {}, which {owner} listens on (line {line})", addr.value, other.value)
             };
-            r.error(
-                &addr.loc,
-                format!("{what}; give each gateway target its own port"),
-            );
+            r.error(&addr.loc, format!("{what}; give each gateway target its own port"));
         }
     }
 }
@@ -276,11 +236,8 @@ fn gateway_addresses(r: &mut Reader<'_>, d: &Drafts) {
 /// address, or one of them a wildcard that covers the other. An IPv6
 /// wildcard also covers IPv4, as Linux binds it dual-stack by default.
 fn clash(a: SocketAddr, b: SocketAddr) -> bool {
-    let covers =
-        |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+    let covers = |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
 }
 
 #[cfg(test)]

@@ -59,30 +59,15 @@ pub(crate) struct PolicyDraft {
 }
 
 const TOP_KEYS: &[&str] = &["server", "access", "users", "targets", "policies"];
-const SERVER_KEYS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "trusted_proxies",
-    "tls",
-    "approval_timeout",
-    "token_ttl",
-    "reconcile_interval",
-];
+const SERVER_KEYS: &[&str] =
+    &["listen", "data_dir", "trusted_proxies", "tls", "approval_timeout", "token_ttl", "reconcile_interval"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
 const USER_KEYS: &[&str] = &["name", "password_hash", "groups"];
 const TARGET_KEYS: &[&str] = &["name", "address", "driver", "labels", "gateway"];
 const GATEWAY_KEYS: &[&str] = &["listen", "public_host"];
-const POLICY_KEYS: &[&str] = &[
-    "name",
-    "subjects",
-    "targets",
-    "max_duration",
-    "reason_required",
-    "approvals",
-    "approvers",
-    "sources",
-];
+const POLICY_KEYS: &[&str] =
+    &["name", "subjects", "targets", "max_duration", "reason_required", "approvals", "approvers", "sources"];
 
 /// The most approvals a policy may ask for; more is a typo, not a process.
 const MAX_APPROVALS: i64 = 10;
@@ -103,54 +88,29 @@ pub(crate) fn decode(r: &mut Reader<'_>, root: &Table, base: &Path) -> Drafts {
         Some(field) => server(r, &field, base),
         None => (None, None),
     };
-    let access = root
-        .get("access")
-        .map(|f| access(r, &f))
-        .unwrap_or_default();
+    let access = root.get("access").map(|f| access(r, &f)).unwrap_or_default();
     let users = match root.get("users") {
         Some(f) => r.tables(&f, USER_KEYS).iter().map(|t| user(r, t)).collect(),
         None => Vec::new(),
     };
     let targets = match root.get("targets") {
-        Some(f) => r
-            .tables(&f, TARGET_KEYS)
-            .iter()
-            .map(|t| target(r, t))
-            .collect(),
+        Some(f) => r.tables(&f, TARGET_KEYS).iter().map(|t| target(r, t)).collect(),
         None => Vec::new(),
     };
     let policies = match root.get("policies") {
-        Some(f) => r
-            .tables(&f, POLICY_KEYS)
-            .iter()
-            .map(|t| policy(r, t))
-            .collect(),
+        Some(f) => r.tables(&f, POLICY_KEYS).iter().map(|t| policy(r, t)).collect(),
         None => Vec::new(),
     };
-    Drafts {
-        server,
-        server_listen,
-        access,
-        users,
-        targets,
-        policies,
-    }
+    Drafts { server, server_listen, access, users, targets, policies }
 }
 
-fn server(
-    r: &mut Reader<'_>,
-    field: &Field<'_>,
-    base: &Path,
-) -> (Option<ServerSettings>, Option<Located<SocketAddr>>) {
+fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerSettings>, Option<Located<SocketAddr>>) {
     let Some(t) = r.table(field, SERVER_KEYS) else {
         return (None, None);
     };
     let listen = match t.get("listen") {
         Some(f) => r.parse(&f, values::listen_addr),
-        None => Some(Located {
-            value: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            loc: t.loc.clone(),
-        }),
+        None => Some(Located { value: SocketAddr::from(([127, 0, 0, 1], 8080)), loc: t.loc.clone() }),
     };
     let data_dir = match t.get("data_dir") {
         Some(f) => path(r, &f, "ajar-data", base),
@@ -164,10 +124,7 @@ fn server(
     };
     let tls = match t.get("tls") {
         // `None` is an error; `Some(None)` means TLS is off.
-        Some(f) => r
-            .table(&f, TLS_KEYS)
-            .and_then(|tls| tls_settings(r, &tls, base))
-            .map(Some),
+        Some(f) => r.table(&f, TLS_KEYS).and_then(|tls| tls_settings(r, &tls, base)).map(Some),
         None => Some(None),
     };
     let approval_timeout = duration(r, &t, "approval_timeout", "1h");
@@ -213,32 +170,21 @@ fn tls_settings(r: &mut Reader<'_>, t: &TableView<'_>, base: &Path) -> Option<Tl
     };
     let cert = file("cert", "cert.pem");
     let key = file("key", "key.pem");
-    Some(TlsSettings {
-        cert: cert?,
-        key: key?,
-    })
+    Some(TlsSettings { cert: cert?, key: key? })
 }
 
 /// A non-empty path, resolved against `base` when relative.
 fn path(r: &mut Reader<'_>, field: &Field<'_>, example: &str, base: &Path) -> Option<PathBuf> {
     let text = r.string(field)?;
     if text.is_empty() {
-        r.error(
-            &field.loc,
-            format!("the path is empty; write one such as {example:?}"),
-        );
+        r.error(&field.loc, format!("the path is empty; write one such as {example:?}"));
         return None;
     }
     Some(base.join(text))
 }
 
 /// A duration under `key`, or `default` when the key is absent.
-fn duration(
-    r: &mut Reader<'_>,
-    t: &TableView<'_>,
-    key: &str,
-    default: &str,
-) -> Option<GrantDuration> {
+fn duration(r: &mut Reader<'_>, t: &TableView<'_>, key: &str, default: &str) -> Option<GrantDuration> {
     match t.get(key) {
         Some(f) => r.parse(&f, GrantDuration::parse).map(|d| d.value),
         // The defaults are literals that parse; should one ever not, the
@@ -257,14 +203,12 @@ fn duration(
 }
 
 fn subject(text: &str) -> Result<Subject, String> {
-    Subject::parse(text).map_err(|e| {
-        format!("{e}; a subject is a user name such as \"alice\" or a group such as \"group:sre\"")
-    })
+    Subject::parse(text)
+        .map_err(|e| format!("{e}; a subject is a user name such as \"alice\" or a group such as \"group:sre\""))
 }
 
 fn subjects(r: &mut Reader<'_>, field: &Field<'_>) -> Vec<Located<Subject>> {
-    r.parsed_list(field, SUBJECT_EXAMPLE, subject)
-        .unwrap_or_default()
+    r.parsed_list(field, SUBJECT_EXAMPLE, subject).unwrap_or_default()
 }
 
 fn access(r: &mut Reader<'_>, field: &Field<'_>) -> AccessDraft {
@@ -273,14 +217,8 @@ fn access(r: &mut Reader<'_>, field: &Field<'_>) -> AccessDraft {
     };
     AccessDraft {
         admins: t.get("admins").map(|f| subjects(r, &f)).unwrap_or_default(),
-        auditors: t
-            .get("auditors")
-            .map(|f| subjects(r, &f))
-            .unwrap_or_default(),
-        groups: t
-            .get("groups")
-            .and_then(|f| r.parsed_list(&f, "[\"oncall\"]", Name::parse))
-            .unwrap_or_default(),
+        auditors: t.get("auditors").map(|f| subjects(r, &f)).unwrap_or_default(),
+        groups: t.get("groups").and_then(|f| r.parsed_list(&f, "[\"oncall\"]", Name::parse)).unwrap_or_default(),
     }
 }
 
@@ -300,18 +238,12 @@ fn user(r: &mut Reader<'_>, t: &TableView<'_>) -> UserDraft {
     };
     let group_names: Vec<Name> = groups.iter().flatten().map(|g| g.value.clone()).collect();
     let user = match (&name, password_hash, groups) {
-        (Some(name), Some(hash), Some(_)) => Some(User {
-            name: name.value.clone(),
-            password_hash: hash.value,
-            groups: group_names.clone(),
-        }),
+        (Some(name), Some(hash), Some(_)) => {
+            Some(User { name: name.value.clone(), password_hash: hash.value, groups: group_names.clone() })
+        }
         _ => None,
     };
-    UserDraft {
-        name,
-        groups: group_names,
-        user,
-    }
+    UserDraft { name, groups: group_names, user }
 }
 
 fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
@@ -319,22 +251,14 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
     let address = r
         .required(t, "address", "address = \"10.0.3.12:5432\"")
         .and_then(|f| r.parse(&f, |s| values::host_port(s).map(|()| s.to_owned())));
-    let driver = r
-        .required(t, "driver", "driver = \"gateway\"")
-        .and_then(|f| {
-            r.parse(&f, |s| {
-                DriverKind::parse(s).ok_or_else(|| {
-                    let known: Vec<String> = DriverKind::ALL
-                        .iter()
-                        .map(|k| format!("{:?}", k.as_str()))
-                        .collect();
-                    format!(
-                        "{s:?} is not a driver ajar knows; the drivers are {}",
-                        known.join(", ")
-                    )
-                })
+    let driver = r.required(t, "driver", "driver = \"gateway\"").and_then(|f| {
+        r.parse(&f, |s| {
+            DriverKind::parse(s).ok_or_else(|| {
+                let known: Vec<String> = DriverKind::ALL.iter().map(|k| format!("{:?}", k.as_str())).collect();
+                format!("{s:?} is not a driver ajar knows; the drivers are {}", known.join(", "))
             })
-        });
+        })
+    });
     let labels = match t.get("labels") {
         Some(f) => labels(r, &f),
         None => Some(BTreeMap::new()),
@@ -362,16 +286,10 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
             _ => {}
         }
     }
-    let listen = gateway
-        .as_ref()
-        .and_then(|g| g.as_ref())
-        .and_then(|(listen, _)| listen.clone());
+    let listen = gateway.as_ref().and_then(|g| g.as_ref()).and_then(|(listen, _)| listen.clone());
     let target = (|| {
         let gateway = match gateway? {
-            Some((listen, public_host)) => Some(GatewaySettings {
-                listen: listen?.value,
-                public_host: public_host?,
-            }),
+            Some((listen, public_host)) => Some(GatewaySettings { listen: listen?.value, public_host: public_host? }),
             None => None,
         };
         Some(Target {
@@ -382,12 +300,7 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
             gateway,
         })
     })();
-    TargetDraft {
-        name,
-        labels: labels.unwrap_or_default(),
-        listen,
-        target,
-    }
+    TargetDraft { name, labels: labels.unwrap_or_default(), listen, target }
 }
 
 /// A gateway table's listen address and public host, each `None` when
@@ -396,9 +309,7 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
 type GatewayDraft = (Option<Located<SocketAddr>>, Option<Option<String>>);
 
 fn gateway(r: &mut Reader<'_>, t: &TableView<'_>) -> GatewayDraft {
-    let listen = r
-        .required(t, "listen", "listen = \"0.0.0.0:15432\"")
-        .and_then(|f| r.parse(&f, values::listen_addr));
+    let listen = r.required(t, "listen", "listen = \"0.0.0.0:15432\"").and_then(|f| r.parse(&f, values::listen_addr));
     let public_host = match t.get("public_host") {
         Some(f) => r.parse(&f, values::public_host).map(|h| Some(h.value)),
         None => Some(None),
@@ -429,17 +340,20 @@ fn policy(r: &mut Reader<'_>, t: &TableView<'_>) -> PolicyDraft {
     let name = name(r, t, "name = \"dev-prod-db\"");
     let subjects = r.required(t, "subjects", "subjects = [\"group:dev\"]").and_then(|f| {
         let parsed = r.parsed_list(&f, SUBJECT_EXAMPLE, subject)?;
-        non_empty(r, &f, "lists nobody, so nobody could use this policy; name users or groups such as [\"alice\", \"group:dev\"]")
-            .then_some(parsed)
+        non_empty(
+            r,
+            &f,
+            "lists nobody, so nobody could use this policy; name users or groups such as [\"alice\", \"group:dev\"]",
+        )
+        .then_some(parsed)
     });
     let selectors = r.required(t, "targets", "targets = [\"db-prod\"]").and_then(|f| {
         let parsed = r.parsed_list(&f, "[\"db-prod\", \"env=prod\"]", values::selector)?;
         non_empty(r, &f, "lists no target, so this policy grants nothing; name targets or label selectors such as [\"db-prod\", \"env=prod\"]")
             .then_some(parsed)
     });
-    let max_duration = r
-        .required(t, "max_duration", "max_duration = \"1h\"")
-        .and_then(|f| r.parse(&f, GrantDuration::parse));
+    let max_duration =
+        r.required(t, "max_duration", "max_duration = \"1h\"").and_then(|f| r.parse(&f, GrantDuration::parse));
     let reason_required = match t.get("reason_required") {
         Some(f) => r.bool(&f),
         None => Some(true),
@@ -467,10 +381,7 @@ fn policy(r: &mut Reader<'_>, t: &TableView<'_>) -> PolicyDraft {
     // Only when approvers could be read: a mistyped list was reported
     // already and is not also "missing".
     if let (Some(approvals), Some(_)) = (&approvals, &approvers) {
-        let listed = approvers_field
-            .as_ref()
-            .and_then(|f| f.array_len())
-            .unwrap_or(0);
+        let listed = approvers_field.as_ref().and_then(|f| f.array_len()).unwrap_or(0);
         if approvals.value > 0 && listed == 0 {
             let loc = approvers_field.as_ref().map_or(&approvals.loc, |f| &f.loc);
             r.error(

@@ -24,24 +24,12 @@ impl ConfigError {
     /// An error located at byte `offset` of `text`.
     pub(crate) fn at(file: &Path, text: &str, offset: usize, key: &str, message: String) -> Self {
         let (line, column) = line_column(text, offset);
-        Self {
-            file: file.to_owned(),
-            line,
-            column,
-            key: key.to_owned(),
-            message,
-        }
+        Self { file: file.to_owned(), line, column, key: key.to_owned(), message }
     }
 
     /// An error about the file as a whole.
     pub(crate) fn whole_file(file: &Path, message: String) -> Self {
-        Self {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message,
-        }
+        Self { file: file.to_owned(), line: 0, column: 0, key: String::new(), message }
     }
 }
 

@@ -134,27 +134,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
 pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
     match std::fs::read_to_string(file) {
         Ok(text) => parse(file, &text),
-        Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(
-            file,
-            format!("cannot read the config file: {e}"),
-        )])),
+        Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(file, format!("cannot read the config file: {e}"))])),
     }
 }
 
 /// A TOML syntax error, located and flattened to one line.
 fn syntax_error(file: &Path, text: &str, e: &toml_edit::TomlError) -> ConfigError {
-    let message: Vec<&str> = e
-        .message()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let message: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let offset = e.span().map_or(0, |s| s.start);
-    ConfigError::at(
-        file,
-        text,
-        offset,
-        "",
-        format!("invalid TOML: {}", message.join("; ")),
-    )
+    ConfigError::at(file, text, offset, "", format!("invalid TOML: {}", message.join("; ")))
 }

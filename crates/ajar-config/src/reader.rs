@@ -19,32 +19,19 @@ pub(crate) struct Loc {
 
 impl Loc {
     pub fn root() -> Self {
-        Self {
-            key: String::new(),
-            offset: 0,
-        }
+        Self { key: String::new(), offset: 0 }
     }
 
     /// The location of `key` inside this table. Tables that the file only
     /// implies (`b` in `[a.b.c]`) have no position of their own, so they
     /// inherit their parent's.
     pub fn child(&self, key: &str, offset: Option<usize>) -> Self {
-        let key = if self.key.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.key)
-        };
-        Self {
-            key,
-            offset: offset.unwrap_or(self.offset),
-        }
+        let key = if self.key.is_empty() { key.to_owned() } else { format!("{}.{key}", self.key) };
+        Self { key, offset: offset.unwrap_or(self.offset) }
     }
 
     fn index(&self, index: usize, offset: Option<usize>) -> Self {
-        Self {
-            key: format!("{}[{index}]", self.key),
-            offset: offset.unwrap_or(self.offset),
-        }
+        Self { key: format!("{}[{index}]", self.key), offset: offset.unwrap_or(self.offset) }
     }
 }
 
@@ -129,10 +116,7 @@ impl<'a> TableView<'a> {
         let (k, item) = self.table.get_key_value(key)?;
         let node = Node::from_item(item)?;
         let offset = node.start().or_else(|| k.span().map(|s| s.start));
-        Some(Field {
-            node,
-            loc: self.loc.child(key, offset),
-        })
+        Some(Field { node, loc: self.loc.child(key, offset) })
     }
 
     /// Every entry in file order, for tables whose keys are data (labels).
@@ -143,13 +127,7 @@ impl<'a> TableView<'a> {
                 let (k, _) = self.table.get_key_value(key)?;
                 let key_loc = self.loc.child(key, k.span().map(|s| s.start));
                 let field = self.get(key)?;
-                Some((
-                    Located {
-                        value: key.to_owned(),
-                        loc: key_loc,
-                    },
-                    field,
-                ))
+                Some((Located { value: key.to_owned(), loc: key_loc }, field))
             })
             .collect()
     }
@@ -164,21 +142,11 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
-        Self {
-            file,
-            text,
-            errors: Vec::new(),
-        }
+        Self { file, text, errors: Vec::new() }
     }
 
     pub fn error(&mut self, loc: &Loc, message: impl Into<String>) {
-        self.errors.push(ConfigError::at(
-            self.file,
-            self.text,
-            loc.offset,
-            &loc.key,
-            message.into(),
-        ));
+        self.errors.push(ConfigError::at(self.file, self.text, loc.offset, &loc.key, message.into()));
     }
 
     pub fn into_errors(self) -> Vec<ConfigError> {
@@ -197,10 +165,7 @@ impl<'a> Reader<'a> {
 
     /// The document's root table, with its keys checked.
     pub fn root<'d>(&mut self, root: &'d Table, allowed: &[&str]) -> TableView<'d> {
-        let view = TableView {
-            table: root,
-            loc: Loc::root(),
-        };
+        let view = TableView { table: root, loc: Loc::root() };
         self.check_keys(&view, allowed);
         view
     }
@@ -212,19 +177,10 @@ impl<'a> Reader<'a> {
 
     /// `key` of `table`, or an error saying it is required; `example` shows
     /// a valid line.
-    pub fn required<'d>(
-        &mut self,
-        table: &TableView<'d>,
-        key: &str,
-        example: &str,
-    ) -> Option<Field<'d>> {
+    pub fn required<'d>(&mut self, table: &TableView<'d>, key: &str, example: &str) -> Option<Field<'d>> {
         let field = table.get(key);
         if field.is_none() {
-            let what = if table.loc.key.is_empty() {
-                "the file".to_owned()
-            } else {
-                table.loc.key.clone()
-            };
+            let what = if table.loc.key.is_empty() { "the file".to_owned() } else { table.loc.key.clone() };
             self.error(
                 &table.loc.child(key, None),
                 format!("this required key is missing from {what}; add it, such as {example}"),
@@ -250,20 +206,14 @@ impl<'a> Reader<'a> {
                 return None;
             }
         };
-        Some(TableView {
-            table,
-            loc: field.loc.clone(),
-        })
+        Some(TableView { table, loc: field.loc.clone() })
     }
 
     /// An array of tables, written either as `[[key]]` sections or as an
     /// array of inline tables; every table's keys must be in `allowed`.
     pub fn tables<'d>(&mut self, field: &Field<'d>, allowed: &[&str]) -> Vec<TableView<'d>> {
         let tables: Vec<(&'d dyn TableLike, Option<usize>)> = match field.node {
-            Node::Tables(a) => a
-                .iter()
-                .map(|t| (t as &dyn TableLike, t.span().map(|s| s.start)))
-                .collect(),
+            Node::Tables(a) => a.iter().map(|t| (t as &dyn TableLike, t.span().map(|s| s.start))).collect(),
             Node::Value(Value::Array(a)) => {
                 let mut tables = Vec::new();
                 for (i, value) in a.iter().enumerate() {
@@ -271,10 +221,7 @@ impl<'a> Reader<'a> {
                     match value {
                         Value::InlineTable(t) => tables.push((t as &dyn TableLike, start)),
                         other => {
-                            let element = Field {
-                                node: Node::Value(other),
-                                loc: field.loc.index(i, start),
-                            };
+                            let element = Field { node: Node::Value(other), loc: field.loc.index(i, start) };
                             self.type_error(&element, "a table");
                         }
                     }
@@ -282,17 +229,8 @@ impl<'a> Reader<'a> {
                 tables
             }
             _ => {
-                let name = field
-                    .loc
-                    .key
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                self.type_error(
-                    field,
-                    &format!("an array of tables (one [[{name}]] section per entry)"),
-                );
+                let name = field.loc.key.rsplit('.').next().unwrap_or_default().to_owned();
+                self.type_error(field, &format!("an array of tables (one [[{name}]] section per entry)"));
                 return Vec::new();
             }
         };
@@ -300,10 +238,7 @@ impl<'a> Reader<'a> {
             .into_iter()
             .enumerate()
             .map(|(i, (table, start))| {
-                let view = TableView {
-                    table,
-                    loc: field.loc.index(i, start),
-                };
+                let view = TableView { table, loc: field.loc.index(i, start) };
                 self.check_keys(&view, allowed);
                 view
             })
@@ -316,26 +251,16 @@ impl<'a> Reader<'a> {
             if allowed.contains(&key) {
                 continue;
             }
-            let offset = table
-                .table
-                .get_key_value(key)
-                .and_then(|(k, _)| k.span())
-                .map(|s| s.start);
+            let offset = table.table.get_key_value(key).and_then(|(k, _)| k.span()).map(|s| s.start);
             let hint = match closest(key, allowed) {
                 Some(near) => format!(" (did you mean {near:?}?)"),
                 None => String::new(),
             };
-            let place = if table.loc.key.is_empty() {
-                "at the top level".to_owned()
-            } else {
-                format!("in {}", table.loc.key)
-            };
+            let place =
+                if table.loc.key.is_empty() { "at the top level".to_owned() } else { format!("in {}", table.loc.key) };
             self.error(
                 &table.loc.child(key, offset),
-                format!(
-                    "unknown key {key:?}{hint}; the keys allowed {place} are {}",
-                    allowed.join(", ")
-                ),
+                format!("unknown key {key:?}{hint}; the keys allowed {place} are {}", allowed.join(", ")),
             );
         }
     }
@@ -378,10 +303,7 @@ impl<'a> Reader<'a> {
     ) -> Option<Located<T>> {
         let text = self.string(field)?;
         match parse(text) {
-            Ok(value) => Some(Located {
-                value,
-                loc: field.loc.clone(),
-            }),
+            Ok(value) => Some(Located { value, loc: field.loc.clone() }),
             Err(e) => {
                 self.error(&field.loc, e.to_string());
                 None
@@ -406,10 +328,8 @@ impl<'a> Reader<'a> {
             .iter()
             .enumerate()
             .filter_map(|(i, value)| {
-                let element = Field {
-                    node: Node::Value(value),
-                    loc: field.loc.index(i, value.span().map(|s| s.start)),
-                };
+                let element =
+                    Field { node: Node::Value(value), loc: field.loc.index(i, value.span().map(|s| s.start)) };
                 each(self, &element)
             })
             .collect();

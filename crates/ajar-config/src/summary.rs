@@ -20,21 +20,10 @@ pub fn summary(config: &Config) -> String {
     for target in &catalog.targets {
         *drivers.entry(target.driver).or_default() += 1;
     }
-    let drivers: Vec<String> = drivers
-        .iter()
-        .map(|(kind, n)| format!("{kind}: {n}"))
-        .collect();
-    let drivers = if drivers.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", drivers.join(", "))
-    };
+    let drivers: Vec<String> = drivers.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
+    let drivers = if drivers.is_empty() { String::new() } else { format!(" ({})", drivers.join(", ")) };
     let server = &config.server;
-    let tls = if server.tls.is_some() {
-        " with TLS"
-    } else {
-        ""
-    };
+    let tls = if server.tls.is_some() { " with TLS" } else { "" };
     let mut out = format!(
         "ok: {}, {}{drivers}, {}; listening on {}{tls}",
         count(catalog.users.len(), "user", "users"),
@@ -62,28 +51,16 @@ fn describe(catalog: &Catalog, policy: &Policy) -> String {
         .map(|selector| match selector {
             TargetSelector::Name(name) => name.to_string(),
             TargetSelector::Label { .. } => {
-                let matched: Vec<&str> = catalog
-                    .targets
-                    .iter()
-                    .filter(|t| selector.matches(t))
-                    .map(|t| t.name.as_str())
-                    .collect();
+                let matched: Vec<&str> =
+                    catalog.targets.iter().filter(|t| selector.matches(t)).map(|t| t.name.as_str()).collect();
                 format!("{selector} ({})", matched.join(", "))
             }
         })
         .collect();
-    let reason = if policy.reason_required {
-        "reason required"
-    } else {
-        "no reason needed"
-    };
+    let reason = if policy.reason_required { "reason required" } else { "no reason needed" };
     let approval = match policy.approvals {
         0 => "approved automatically".to_owned(),
-        n => format!(
-            "needs {} from {}",
-            count(n as usize, "approval", "approvals"),
-            join(&policy.approvers)
-        ),
+        n => format!("needs {} from {}", count(n as usize, "approval", "approvals"), join(&policy.approvers)),
     };
     let sources = if policy.sources.is_empty() {
         "bound to the requester's own address".to_owned()
@@ -99,9 +76,5 @@ fn describe(catalog: &Catalog, policy: &Policy) -> String {
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }

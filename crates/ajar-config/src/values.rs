@@ -22,14 +22,10 @@ pub(crate) fn host_port(text: &str) -> Result<(), String> {
     let example = "write host:port such as 10.0.3.12:5432, db.internal:5432 or [2001:db8::12]:5432";
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let Some((ip, after)) = rest.split_once(']') else {
-            return Err(format!(
-                "{text:?} opens a '[' that is never closed; {example}"
-            ));
+            return Err(format!("{text:?} opens a '[' that is never closed; {example}"));
         };
         if ip.parse::<Ipv6Addr>().is_err() {
-            return Err(format!(
-                "{ip:?} in {text:?} is not an IPv6 address; {example}"
-            ));
+            return Err(format!("{ip:?} in {text:?} is not an IPv6 address; {example}"));
         }
         match after.strip_prefix(':') {
             Some(port) => (None, port),
@@ -44,9 +40,7 @@ pub(crate) fn host_port(text: &str) -> Result<(), String> {
             Some((host, port)) => (Some(host), port),
             None => {
                 let hint = if text.is_empty() { "10.0.3.12" } else { text };
-                return Err(format!(
-                    "{text:?} has no port; write host:port such as {hint}:5432"
-                ));
+                return Err(format!("{text:?} has no port; write host:port such as {hint}:5432"));
             }
         }
     };
@@ -54,28 +48,21 @@ pub(crate) fn host_port(text: &str) -> Result<(), String> {
         check_host(host).map_err(|why| format!("{why} in {text:?}; {example}"))?;
     }
     match port.parse::<u16>() {
-        Ok(0) => Err(format!(
-            "port 0 in {text:?} is not a port a target can listen on; use a port from 1 to 65535"
-        )),
+        Ok(0) => Err(format!("port 0 in {text:?} is not a port a target can listen on; use a port from 1 to 65535")),
         Ok(_) => Ok(()),
-        Err(_) => Err(format!(
-            "port {port:?} in {text:?} is not a number from 1 to 65535"
-        )),
+        Err(_) => Err(format!("port {port:?} in {text:?} is not a number from 1 to 65535")),
     }
 }
 
 /// A host name clients are told to connect to: an IP address or DNS name.
 pub(crate) fn public_host(text: &str) -> Result<String, String> {
-    let bare = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
+    let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
     if bare.parse::<IpAddr>().is_ok() {
         return Ok(text.to_owned());
     }
-    check_host(text).map(|()| text.to_owned()).map_err(|why| {
-        format!("{why}; write a host name such as gw.example.com or an IP address, without a port")
-    })
+    check_host(text)
+        .map(|()| text.to_owned())
+        .map_err(|why| format!("{why}; write a host name such as gw.example.com or an IP address, without a port"))
 }
 
 /// An IPv4 address or a DNS name (RFC 1123 labels).
@@ -129,14 +116,16 @@ pub(crate) fn network(text: &str) -> Result<SourceNet, String> {
 pub(crate) fn selector(text: &str) -> Result<TargetSelector, String> {
     match text.split_once('=') {
         Some((key, value)) => {
-            let key = Name::parse(key.trim())
-                .map_err(|e| format!("the label key in selector {text:?} is not valid: {e}"))?;
+            let key =
+                Name::parse(key.trim()).map_err(|e| format!("the label key in selector {text:?} is not valid: {e}"))?;
             let value = Name::parse(value.trim())
                 .map_err(|e| format!("the label value in selector {text:?} is not valid: {e}"))?;
             Ok(TargetSelector::Label { key: key.to_string(), value: value.to_string() })
         }
         None => Name::parse(text).map(TargetSelector::Name).map_err(|e| {
-            format!("{e}; a policy target is a target name such as \"db-prod\" or a label selector such as \"env=prod\"")
+            format!(
+                "{e}; a policy target is a target name such as \"db-prod\" or a label selector such as \"env=prod\""
+            )
         }),
     }
 }
@@ -148,24 +137,17 @@ pub(crate) fn password_hash(text: &str) -> Result<String, String> {
     let example = "an argon2id hash in PHC format, such as $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>, as printed by `argon2 <salt> -id -e`";
     let hash = PasswordHash::new(text).map_err(|e| format!("the value is not {example} ({e})"))?;
     if hash.algorithm != argon2::ARGON2ID_IDENT {
-        return Err(format!(
-            "the value is a {} hash, but ajar accepts only {example}",
-            hash.algorithm
-        ));
+        return Err(format!("the value is a {} hash, but ajar accepts only {example}", hash.algorithm));
     }
     if hash.salt.is_none() || hash.hash.is_none() {
-        return Err(format!(
-            "the value has no salt or no hash output; expected {example}"
-        ));
+        return Err(format!("the value has no salt or no hash output; expected {example}"));
     }
     if let Some(version) = hash.version {
-        argon2::Version::try_from(version).map_err(|_| {
-            format!("the value names argon2 version {version}, which does not exist (use v=19)")
-        })?;
+        argon2::Version::try_from(version)
+            .map_err(|_| format!("the value names argon2 version {version}, which does not exist (use v=19)"))?;
     }
-    argon2::Params::try_from(&hash).map_err(|e| {
-        format!("the value's argon2 parameters are not valid ({e}); expected {example}")
-    })?;
+    argon2::Params::try_from(&hash)
+        .map_err(|e| format!("the value's argon2 parameters are not valid ({e}); expected {example}"))?;
     Ok(text.to_owned())
 }
 
@@ -175,13 +157,7 @@ mod tests {
 
     #[test]
     fn host_port_accepts_ips_names_and_bracketed_ipv6() {
-        for ok in [
-            "10.0.3.12:5432",
-            "db.internal:5432",
-            "db:1",
-            "[2001:db8::12]:65535",
-            "a-b.c.:22",
-        ] {
+        for ok in ["10.0.3.12:5432", "db.internal:5432", "db:1", "[2001:db8::12]:65535", "a-b.c.:22"] {
             assert_eq!(host_port(ok), Ok(()), "{ok}");
         }
     }

@@ -81,9 +81,7 @@ approvals = 0
 /// Strips the newline that follows `r#"` so that line 1 is the first line
 /// of the case, and puts the real hash in place of `HASH`.
 fn text(toml: &str) -> String {
-    toml.strip_prefix('\n')
-        .unwrap_or(toml)
-        .replace("HASH", HASH)
+    toml.strip_prefix('\n').unwrap_or(toml).replace("HASH", HASH)
 }
 
 fn ok(toml: &str) -> Config {
@@ -98,32 +96,18 @@ fn ok(toml: &str) -> Config {
 /// "line:column".
 fn check(toml: &str, want: &[(&str, &str, &str)]) {
     let errors = match parse(Path::new("ajar.toml"), &text(toml)) {
-        Ok(_) => panic!(
-            "expected errors {want:?}, but the file parsed:\n{}",
-            text(toml)
-        ),
+        Ok(_) => panic!("expected errors {want:?}, but the file parsed:\n{}", text(toml)),
         Err(errors) => errors,
     };
     let shown = errors.to_string();
     for (position, key, says) in want {
         let found = errors.iter().any(|e| {
-            let at = if position.contains(':') {
-                format!("{}:{}", e.line, e.column)
-            } else {
-                e.line.to_string()
-            };
+            let at = if position.contains(':') { format!("{}:{}", e.line, e.column) } else { e.line.to_string() };
             at == *position && e.key == *key && e.message.contains(says)
         });
-        assert!(
-            found,
-            "no error at {position} for {key:?} saying {says:?}; got:\n{shown}"
-        );
+        assert!(found, "no error at {position} for {key:?} saying {says:?}; got:\n{shown}");
     }
-    assert_eq!(
-        errors.0.len(),
-        want.len(),
-        "unexpected number of errors:\n{shown}"
-    );
+    assert_eq!(errors.0.len(), want.len(), "unexpected number of errors:\n{shown}");
     for (line, error) in shown.lines().zip(errors.iter()) {
         assert!(line.starts_with("ajar.toml:"), "{line}");
         assert_eq!(line, error.to_string());
@@ -133,25 +117,16 @@ fn check(toml: &str, want: &[(&str, &str, &str)]) {
 #[test]
 fn the_hash_in_these_tests_is_real() {
     let hash = PasswordHash::new(HASH).unwrap();
-    assert!(argon2::Argon2::default()
-        .verify_password(b"correct horse battery staple", &hash)
-        .is_ok());
+    assert!(argon2::Argon2::default().verify_password(b"correct horse battery staple", &hash).is_ok());
 }
 
 #[test]
 fn the_example_parses_into_the_catalog() {
     let config = ok(EXAMPLE);
     let server = &config.server;
-    assert_eq!(
-        server.listen,
-        "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-    );
+    assert_eq!(server.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
     assert_eq!(server.data_dir, PathBuf::from("/etc/ajar/ajar-data"));
-    let proxies: Vec<String> = server
-        .trusted_proxies
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let proxies: Vec<String> = server.trusted_proxies.iter().map(ToString::to_string).collect();
     assert_eq!(proxies, ["10.0.0.5/32", "10.1.0.0/24"]);
     let tls = server.tls.as_ref().unwrap();
     assert_eq!(tls.cert, PathBuf::from("/etc/ajar/cert.pem"));
@@ -161,14 +136,8 @@ fn the_example_parses_into_the_catalog() {
     assert_eq!(server.reconcile_interval, Duration::from_secs(5));
 
     let catalog = &config.catalog;
-    assert_eq!(
-        catalog.access.admins,
-        [Subject::parse("group:sre").unwrap()]
-    );
-    assert_eq!(
-        catalog.access.auditors,
-        [Subject::parse("group:security").unwrap()]
-    );
+    assert_eq!(catalog.access.admins, [Subject::parse("group:sre").unwrap()]);
+    assert_eq!(catalog.access.auditors, [Subject::parse("group:security").unwrap()]);
     let users: Vec<&str> = catalog.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(users, ["alice", "bob", "carol"]);
     assert_eq!(catalog.user("bob").unwrap().groups.len(), 2);
@@ -179,27 +148,15 @@ fn the_example_parses_into_the_catalog() {
     assert_eq!(db.driver, DriverKind::Gateway);
     assert_eq!(db.labels.get("env").map(String::as_str), Some("prod"));
     let gateway = db.gateway.as_ref().unwrap();
-    assert_eq!(
-        gateway.listen,
-        "0.0.0.0:15432".parse::<SocketAddr>().unwrap()
-    );
+    assert_eq!(gateway.listen, "0.0.0.0:15432".parse::<SocketAddr>().unwrap());
     assert_eq!(gateway.public_host, None);
     let ssh = catalog.target("ssh-bastion").unwrap();
-    assert_eq!(
-        ssh.gateway.as_ref().unwrap().public_host.as_deref(),
-        Some("gw.example.com")
-    );
+    assert_eq!(ssh.gateway.as_ref().unwrap().public_host.as_deref(), Some("gw.example.com"));
 
     let policy = &catalog.policies[0];
     assert_eq!(policy.name.as_str(), "dev-prod-db");
     assert_eq!(policy.subjects, [Subject::parse("group:dev").unwrap()]);
-    assert_eq!(
-        policy.targets,
-        [TargetSelector::Label {
-            key: "env".into(),
-            value: "prod".into()
-        }]
-    );
+    assert_eq!(policy.targets, [TargetSelector::Label { key: "env".into(), value: "prod".into() }]);
     assert_eq!(policy.max_duration, GrantDuration::parse("1h").unwrap());
     assert!(policy.reason_required);
     assert_eq!(policy.approvals, 1);
@@ -215,10 +172,7 @@ fn the_example_parses_into_the_catalog() {
 fn a_server_section_alone_takes_the_defaults() {
     let config = ok("[server]\n");
     let server = &config.server;
-    assert_eq!(
-        server.listen,
-        "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-    );
+    assert_eq!(server.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
     assert_eq!(server.data_dir, PathBuf::from("/etc/ajar/ajar-data"));
     assert!(server.trusted_proxies.is_empty());
     assert_eq!(server.tls, None);
@@ -235,11 +189,7 @@ fn relative_paths_follow_the_config_file() {
     assert_eq!(beside.server.data_dir, PathBuf::from("state"));
     let nested = parse(Path::new("conf/ajar.toml"), toml).unwrap();
     assert_eq!(nested.server.data_dir, PathBuf::from("conf/state"));
-    let absolute = parse(
-        Path::new("conf/ajar.toml"),
-        "[server]\ndata_dir = \"/var/lib/ajar\"\n",
-    )
-    .unwrap();
+    let absolute = parse(Path::new("conf/ajar.toml"), "[server]\ndata_dir = \"/var/lib/ajar\"\n").unwrap();
     assert_eq!(absolute.server.data_dir, PathBuf::from("/var/lib/ajar"));
 }
 
@@ -348,7 +298,11 @@ approvals = "1"
 "#,
         &[
             ("2:10", "server.listen", "expected a string, found the integer 8080"),
-            ("3:19", "server.trusted_proxies", "expected an array such as [\"10.0.0.5\", \"10.1.0.0/24\"], found the string \"10.0.0.5\""),
+            (
+                "3:19",
+                "server.trusted_proxies",
+                "expected an array such as [\"10.0.0.5\", \"10.1.0.0/24\"], found the string \"10.0.0.5\"",
+            ),
             ("8:10", "users[0].groups", "expected an array"),
             ("14:10", "targets[0].labels", "expected a table, found the string \"env=prod\""),
             ("15:11", "targets[0].gateway", "expected a table"),
@@ -378,7 +332,11 @@ name = "db"
             ("1:10", "server", "expected a table, found the string"),
             ("2:10", "access", "expected a table, found an array"),
             ("4:1", "users", "expected an array of tables (one [[users]] section per entry), found a table"),
-            ("7:1", "targets[0].address", "this required key is missing from targets[0]; add it, such as address = \"10.0.3.12:5432\""),
+            (
+                "7:1",
+                "targets[0].address",
+                "this required key is missing from targets[0]; add it, such as address = \"10.0.3.12:5432\"",
+            ),
             ("7:1", "targets[0].driver", "driver = \"gateway\""),
             ("10", "policies", "expected an array of tables (one [[policies]] section per entry), found a table"),
         ],
@@ -387,14 +345,7 @@ name = "db"
 
 #[test]
 fn the_server_section_is_required() {
-    check(
-        "[access]\nadmins = []\n",
-        &[(
-            "1:1",
-            "server",
-            "add it, such as a [server] section (it may be empty",
-        )],
-    );
+    check("[access]\nadmins = []\n", &[("1:1", "server", "add it, such as a [server] section (it may be empty")]);
 }
 
 #[test]
@@ -410,24 +361,12 @@ groups = ["dev"]
 name = "p"
 "#,
         &[
-            (
-                "3:1",
-                "users[0].name",
-                "this required key is missing from users[0]; add it, such as name = \"alice\"",
-            ),
-            (
-                "3:1",
-                "users[0].password_hash",
-                "password_hash = \"$argon2id$v=19$...\"",
-            ),
+            ("3:1", "users[0].name", "this required key is missing from users[0]; add it, such as name = \"alice\""),
+            ("3:1", "users[0].password_hash", "password_hash = \"$argon2id$v=19$...\""),
             ("6:1", "policies[0].subjects", "subjects = [\"group:dev\"]"),
             ("6:1", "policies[0].targets", "targets = [\"db-prod\"]"),
             ("6:1", "policies[0].max_duration", "max_duration = \"1h\""),
-            (
-                "6:1",
-                "policies[0].approvals",
-                "approvals = 0 to approve requests automatically",
-            ),
+            ("6:1", "policies[0].approvals", "approvals = 0 to approve requests automatically"),
         ],
     );
 }
@@ -471,26 +410,10 @@ approvals = 0
                 "server.approval_timeout",
                 "\"1 hour\" is not a duration: write a number followed by s, m, h or d",
             ),
-            (
-                "3:13",
-                "server.token_ttl",
-                "a duration must be longer than zero seconds",
-            ),
-            (
-                "4:22",
-                "server.reconcile_interval",
-                "2h is too long between reconcile passes",
-            ),
-            (
-                "20:16",
-                "policies[0].max_duration",
-                "31d is longer than the longest duration ajar accepts (30d)",
-            ),
-            (
-                "27:16",
-                "policies[1].max_duration",
-                "\"90\" is not a duration",
-            ),
+            ("3:13", "server.token_ttl", "a duration must be longer than zero seconds"),
+            ("4:22", "server.reconcile_interval", "2h is too long between reconcile passes"),
+            ("20:16", "policies[0].max_duration", "31d is longer than the longest duration ajar accepts (30d)"),
+            ("27:16", "policies[1].max_duration", "\"90\" is not a duration"),
         ],
     );
 }
@@ -521,36 +444,20 @@ approvals = 0
 sources = ["10.8.0.1/16", "::/8", "10.8.0.0/33", "2001::/16"]
 "#,
         &[
-            (
-                "2:32",
-                "server.trusted_proxies[1]",
-                "\"proxy.internal\" is not an IP address or CIDR network",
-            ),
-            (
-                "2:50",
-                "server.trusted_proxies[2]",
-                "0.0.0.0/0 would admit every address",
-            ),
+            ("2:32", "server.trusted_proxies[1]", "\"proxy.internal\" is not an IP address or CIDR network"),
+            ("2:50", "server.trusted_proxies[2]", "0.0.0.0/0 would admit every address"),
             (
                 "2:63",
                 "server.trusted_proxies[3]",
                 "2.0.0.0/7 is wider than ajar accepts: an IPv4 network must be /8 or narrower",
             ),
-            (
-                "20:12",
-                "policies[0].sources[0]",
-                "10.8.0.1/16 has host bits set: did you mean 10.8.0.0/16?",
-            ),
+            ("20:12", "policies[0].sources[0]", "10.8.0.1/16 has host bits set: did you mean 10.8.0.0/16?"),
             (
                 "20:27",
                 "policies[0].sources[1]",
                 "::/8 is wider than ajar accepts: an IPv6 network must be /16 or narrower",
             ),
-            (
-                "20:35",
-                "policies[0].sources[2]",
-                "\"10.8.0.0/33\" is not an IP address or CIDR network",
-            ),
+            ("20:35", "policies[0].sources[2]", "\"10.8.0.0/33\" is not an IP address or CIDR network"),
         ],
     );
 }
@@ -584,15 +491,27 @@ max_duration = "1h"
 approvals = 0
 "#,
         &[
-            ("4:11", "access.groups[0]", "\"on call\" is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-'"),
+            (
+                "4:11",
+                "access.groups[0]",
+                "\"on call\" is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-'",
+            ),
             ("7:8", "users[0].name", "\"Alice Smith\" is not a valid name"),
             ("9:18", "users[0].groups[1]", "\"-ops\" is not a valid name"),
             ("12:8", "targets[0].name", "\"db prod\" is not a valid name"),
             ("15:12", "targets[0].labels.team lead", "the label key is not valid: \"team lead\" is not a valid name"),
             ("15:37", "targets[0].labels.env", "\"prod/eu\" is not a valid name"),
-            ("20:13", "policies[0].subjects[0]", "a subject is a user name such as \"alice\" or a group such as \"group:sre\""),
+            (
+                "20:13",
+                "policies[0].subjects[0]",
+                "a subject is a user name such as \"alice\" or a group such as \"group:sre\"",
+            ),
             ("21:12", "policies[0].targets[0]", "the label value in selector \"env=\" is not valid"),
-            ("21:20", "policies[0].targets[1]", "a policy target is a target name such as \"db-prod\" or a label selector such as \"env=prod\""),
+            (
+                "21:20",
+                "policies[0].targets[1]",
+                "a policy target is a target name such as \"db-prod\" or a label selector such as \"env=prod\"",
+            ),
         ],
     );
 }
@@ -643,16 +562,8 @@ approvals = 0
                 "users[1].name",
                 "the user name \"alice\" is already used on line 4; every user needs its own name",
             ),
-            (
-                "18:8",
-                "targets[1].name",
-                "the target name \"db\" is already used on line 12",
-            ),
-            (
-                "31:8",
-                "policies[1].name",
-                "the policy name \"p\" is already used on line 24",
-            ),
+            ("18:8", "targets[1].name", "the target name \"db\" is already used on line 12"),
+            ("31:8", "policies[1].name", "the policy name \"p\" is already used on line 24"),
         ],
     );
 }
@@ -701,9 +612,21 @@ driver = "gateway"
 gateway = { listen = "127.0.0.1:0" }
 "#,
         &[
-            ("14:22", "targets[1].gateway.listen", "0.0.0.0:15432 is already taken by target \"a\" on line 8; give each gateway target its own port"),
-            ("20:22", "targets[2].gateway.listen", "127.0.0.1:15432 overlaps 0.0.0.0:15432, which target \"a\" listens on (line 8)"),
-            ("26:22", "targets[3].gateway.listen", "0.0.0.0:8080 overlaps 127.0.0.1:8080, which the server (server.listen) listens on (line 2)"),
+            (
+                "14:22",
+                "targets[1].gateway.listen",
+                "0.0.0.0:15432 is already taken by target \"a\" on line 8; give each gateway target its own port",
+            ),
+            (
+                "20:22",
+                "targets[2].gateway.listen",
+                "127.0.0.1:15432 overlaps 0.0.0.0:15432, which target \"a\" listens on (line 8)",
+            ),
+            (
+                "26:22",
+                "targets[3].gateway.listen",
+                "0.0.0.0:8080 overlaps 127.0.0.1:8080, which the server (server.listen) listens on (line 2)",
+            ),
         ],
     );
 }
@@ -767,29 +690,14 @@ name = "carol"
 password_hash = "$argon2id$v=19$m=1,t=2,p=1$c29tZXNhbHQ$Rx4QJfV35jbUKKl0dG2Cig"
 "#,
         &[
-            (
-                "5:17",
-                "users[0].password_hash",
-                "the value is not an argon2id hash in PHC format",
-            ),
-            (
-                "9:17",
-                "users[1].password_hash",
-                "the value is a argon2i hash, but ajar accepts only an argon2id hash",
-            ),
-            (
-                "13:17",
-                "users[2].password_hash",
-                "argon2 parameters are not valid",
-            ),
+            ("5:17", "users[0].password_hash", "the value is not an argon2id hash in PHC format"),
+            ("9:17", "users[1].password_hash", "the value is a argon2i hash, but ajar accepts only an argon2id hash"),
+            ("13:17", "users[2].password_hash", "argon2 parameters are not valid"),
         ],
     );
-    let errors = parse(
-        Path::new("ajar.toml"),
-        "[server]\n[[users]]\nname = \"a\"\npassword_hash = \"hunter2\"\n",
-    )
-    .unwrap_err()
-    .to_string();
+    let errors = parse(Path::new("ajar.toml"), "[server]\n[[users]]\nname = \"a\"\npassword_hash = \"hunter2\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(!errors.contains("hunter2"), "{errors}");
 }
 
@@ -947,16 +855,8 @@ max_duration = "1h"
 approvals = 0
 "#,
         &[
-            (
-                "5:12",
-                "policies[0].subjects",
-                "lists nobody, so nobody could use this policy",
-            ),
-            (
-                "6:11",
-                "policies[0].targets",
-                "lists no target, so this policy grants nothing",
-            ),
+            ("5:12", "policies[0].subjects", "lists nobody, so nobody could use this policy"),
+            ("6:11", "policies[0].targets", "lists no target, so this policy grants nothing"),
         ],
     );
 }
@@ -975,11 +875,7 @@ fn tls_needs_cert_and_key_together() {
         "[server]\n\n[server.tls]\nkey = \"\"\n",
         &[
             ("3:1", "server.tls.cert", "add cert = \"cert.pem\""),
-            (
-                "4:7",
-                "server.tls.key",
-                "the path is empty; write one such as \"key.pem\"",
-            ),
+            ("4:7", "server.tls.key", "the path is empty; write one such as \"key.pem\""),
         ],
     );
 }
@@ -989,7 +885,11 @@ fn server_addresses_are_checked() {
     check(
         "[server]\nlisten = \"localhost:8080\"\ndata_dir = \"\"\n",
         &[
-            ("2:10", "server.listen", "\"localhost:8080\" is not an address to listen on: write IP:port such as 127.0.0.1:8080"),
+            (
+                "2:10",
+                "server.listen",
+                "\"localhost:8080\" is not an address to listen on: write IP:port such as 127.0.0.1:8080",
+            ),
             ("3:12", "server.data_dir", "the path is empty; write one such as \"ajar-data\""),
         ],
     );
@@ -997,14 +897,8 @@ fn server_addresses_are_checked() {
 
 #[test]
 fn syntax_errors_are_located() {
-    check(
-        "[server]\nlisten = \"127.0.0.1:8080\n",
-        &[("2:25", "", "invalid TOML: ")],
-    );
-    check(
-        "[server]\n[[users]]\nname = \"a\"\nname = \"b\"\n",
-        &[("4:1", "", "invalid TOML: duplicate key `name`")],
-    );
+    check("[server]\nlisten = \"127.0.0.1:8080\n", &[("2:25", "", "invalid TOML: ")]);
+    check("[server]\n[[users]]\nname = \"a\"\nname = \"b\"\n", &[("4:1", "", "invalid TOML: duplicate key `name`")]);
 }
 
 #[test]
@@ -1039,13 +933,7 @@ fn load_reads_the_file_and_names_it_when_it_cannot() {
     let missing = load(&file).unwrap_err();
     assert_eq!(missing.0.len(), 1);
     let shown = missing.to_string();
-    assert!(
-        shown.starts_with(&format!(
-            "{}: cannot read the config file: ",
-            file.display()
-        )),
-        "{shown}"
-    );
+    assert!(shown.starts_with(&format!("{}: cannot read the config file: ", file.display())), "{shown}");
     assert!(shown.contains("No such file"), "{shown}");
 
     std::fs::write(&file, text(EXAMPLE)).unwrap();
@@ -1065,10 +953,7 @@ fn summary_counts_and_describes_policies() {
             "  policy oncall-ssh: group:oncall, carol may request ssh-bastion for up to 4h; reason required; approved automatically; bound to the requester's own address",
         ]
     );
-    assert_eq!(
-        summary(&ok("[server]\n")),
-        "ok: 0 users, 0 targets, 0 policies; listening on 127.0.0.1:8080"
-    );
+    assert_eq!(summary(&ok("[server]\n")), "ok: 0 users, 0 targets, 0 policies; listening on 127.0.0.1:8080");
 }
 
 /// The keys of the example whose value the property test below replaces.
@@ -1117,10 +1002,7 @@ fn check_located(errors: &ConfigErrors, input: &str) {
     assert!(!errors.0.is_empty());
     let lines = input.split('\n').count();
     for error in errors {
-        assert!(
-            error.line >= 1 && error.line <= lines,
-            "{error} (file has {lines} lines)"
-        );
+        assert!(error.line >= 1 && error.line <= lines, "{error} (file has {lines} lines)");
         assert!(error.column >= 1, "{error}");
     }
 }

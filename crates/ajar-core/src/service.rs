@@ -162,7 +162,14 @@ impl Core {
         }
     }
 
-    fn request_event(&self, request: &Request, action: Action, actor: &Actor, reason: Option<String>, data: serde_json::Value) -> NewAuditEvent {
+    fn request_event(
+        &self,
+        request: &Request,
+        action: Action,
+        actor: &Actor,
+        reason: Option<String>,
+        data: serde_json::Value,
+    ) -> NewAuditEvent {
         NewAuditEvent {
             at: self.now(),
             actor: actor.label(),
@@ -427,11 +434,8 @@ impl Core {
 
     fn view(&self, request: Request) -> RequestView {
         let open = request.state == RequestState::Active && request.enforcement.status == EnforcementStatus::Open;
-        let connect = if open {
-            self.catalog().target(request.target.as_str()).and_then(|t| self.connect_info(t))
-        } else {
-            None
-        };
+        let connect =
+            if open { self.catalog().target(request.target.as_str()).and_then(|t| self.connect_info(t)) } else { None };
         RequestView { request, connect }
     }
 
@@ -451,9 +455,7 @@ impl Core {
     fn may_see(&self, catalog: &Catalog, who: &Principal, request: &Request) -> bool {
         who.name == request.requester
             || who.may_read_all_audit(catalog)
-            || self
-                .verdict(catalog, request)
-                .is_ok_and(|v| policy::check_approver(&v, &request.requester, who).is_ok())
+            || self.verdict(catalog, request).is_ok_and(|v| policy::check_approver(&v, &request.requester, who).is_ok())
     }
 
     async fn load_visible(&self, who: &Principal, id: &str) -> Result<Request, CoreError> {
@@ -471,7 +473,11 @@ impl Core {
         Ok(self.view(self.load_visible(who, id).await?))
     }
 
-    pub async fn list_requests(&self, who: &Principal, mut filter: RequestFilter) -> Result<Vec<RequestView>, CoreError> {
+    pub async fn list_requests(
+        &self,
+        who: &Principal,
+        mut filter: RequestFilter,
+    ) -> Result<Vec<RequestView>, CoreError> {
         filter.limit = if filter.limit == 0 { LIST_LIMIT } else { filter.limit.min(LIST_LIMIT) };
         let catalog = self.catalog();
         let requests = self.store.list_requests(&filter).await?;
@@ -493,7 +499,8 @@ impl Core {
 
     pub async fn approve(&self, who: &Principal, id: &str, comment: Option<String>) -> Result<RequestView, CoreError> {
         self.command(who, id, |catalog, r, now| {
-            let verdict = self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
+            let verdict =
+                self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
             r.approve(who, &verdict, comment, now)
         })
         .await
@@ -501,7 +508,8 @@ impl Core {
 
     pub async fn deny(&self, who: &Principal, id: &str, comment: Option<String>) -> Result<RequestView, CoreError> {
         self.command(who, id, |catalog, r, now| {
-            let verdict = self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
+            let verdict =
+                self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
             r.deny(who, &verdict, comment, now)
         })
         .await
@@ -561,7 +569,10 @@ impl Core {
         let now = self.now();
         let live = self
             .store
-            .list_requests(&RequestFilter { states: vec![RequestState::Pending, RequestState::Active], ..Default::default() })
+            .list_requests(&RequestFilter {
+                states: vec![RequestState::Pending, RequestState::Active],
+                ..Default::default()
+            })
             .await?;
         let mut active = Vec::new();
         for request in live {
@@ -676,7 +687,10 @@ impl Core {
 
         let live = self
             .store
-            .list_requests(&RequestFilter { states: vec![RequestState::Pending, RequestState::Active], ..Default::default() })
+            .list_requests(&RequestFilter {
+                states: vec![RequestState::Pending, RequestState::Active],
+                ..Default::default()
+            })
             .await?;
         let mut withdrawn = 0;
         for request in live {
@@ -745,7 +759,9 @@ impl Core {
             for (i, line) in lines.iter().enumerate() {
                 let expected = hashes.get(i);
                 let problem = match (line, expected) {
-                    (Err(e), _) => Some(format!("line {} of {} is not an audit event: {e}", i + 1, file.path().display())),
+                    (Err(e), _) => {
+                        Some(format!("line {} of {} is not an audit event: {e}", i + 1, file.path().display()))
+                    }
                     (Ok(event), Some((seq, hash))) if event.seq != *seq || &event.hash != hash => Some(format!(
                         "the database's event {seq} differs from the one in {}: one of the two was altered",
                         file.path().display()

@@ -137,10 +137,7 @@ pub struct User {
 impl fmt::Debug for User {
     /// Leaves the password hash out so that it never reaches a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("User")
-            .field("name", &self.name)
-            .field("groups", &self.groups)
-            .finish_non_exhaustive()
+        f.debug_struct("User").field("name", &self.name).field("groups", &self.groups).finish_non_exhaustive()
     }
 }
 

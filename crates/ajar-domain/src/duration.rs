@@ -25,9 +25,7 @@ impl GrantDuration {
     pub fn from_secs(secs: u64) -> Result<Self, InvalidDuration> {
         match secs {
             0 => Err(InvalidDuration::Zero),
-            s if s > Self::MAX.0 => Err(InvalidDuration::TooLong {
-                value: GrantDuration(s).to_string(),
-            }),
+            s if s > Self::MAX.0 => Err(InvalidDuration::TooLong { value: GrantDuration(s).to_string() }),
             s => Ok(Self(s)),
         }
     }

@@ -178,11 +178,7 @@ pub fn evaluate(
     }
 
     let approvals_required = policies.iter().map(|p| p.approvals).max().unwrap_or(0);
-    let approver_sets = policies
-        .iter()
-        .filter(|p| p.approvals > 0)
-        .map(|p| p.approvers.clone())
-        .collect();
+    let approver_sets = policies.iter().filter(|p| p.approvals > 0).map(|p| p.approvers.clone()).collect();
     Ok(Verdict {
         target: target.name.clone(),
         source,

@@ -445,13 +445,7 @@ impl Request {
             next.ends_at = self.ends_at.map(|end| end.min(now));
             next.enforcement = Enforcement::status(crate::EnforcementStatus::Closing);
         }
-        Change {
-            next,
-            actions: vec![action],
-            actor,
-            comment,
-            effect: was_active.then_some(Effect::Close),
-        }
+        Change { next, actions: vec![action], actor, comment, effect: was_active.then_some(Effect::Close) }
     }
 }
 

@@ -33,10 +33,7 @@ impl SourceNet {
                 return Err(InvalidSource::Everything(text.to_owned()));
             }
             if net.trunc() != net {
-                return Err(InvalidSource::HostBits {
-                    value: text.to_owned(),
-                    suggestion: net.trunc().to_string(),
-                });
+                return Err(InvalidSource::HostBits { value: text.to_owned(), suggestion: net.trunc().to_string() });
             }
             net
         } else {
@@ -93,10 +90,7 @@ mod tests {
     fn parses_hosts_and_networks() {
         assert_eq!(SourceNet::parse("10.8.1.7").map(|s| s.to_string()), Ok("10.8.1.7/32".into()));
         assert_eq!(SourceNet::parse("::1").map(|s| s.to_string()), Ok("::1/128".into()));
-        assert_eq!(
-            SourceNet::parse("::ffff:10.0.0.1").map(|s| s.to_string()),
-            Ok("10.0.0.1/32".into())
-        );
+        assert_eq!(SourceNet::parse("::ffff:10.0.0.1").map(|s| s.to_string()), Ok("10.0.0.1/32".into()));
         assert_eq!(SourceNet::parse("10.8.0.0/16").map(|s| s.prefix_len()), Ok(16));
     }
 

@@ -28,12 +28,7 @@ pub enum ConnectionEventKind {
     /// A granted connection ended. `bytes_up` counts client→target bytes,
     /// `bytes_down` target→client bytes; both are exact even when the
     /// connection was cut.
-    Closed {
-        bytes_up: u64,
-        bytes_down: u64,
-        duration_ms: u64,
-        ended_by: EndedBy,
-    },
+    Closed { bytes_up: u64, bytes_down: u64, duration_ms: u64, ended_by: EndedBy },
     /// A connection from a source without an active grant, closed at once
     /// without reading or writing a byte. At most one such event is emitted
     /// per target and source address every ten seconds, so that a port scan
@@ -85,10 +80,7 @@ mod tests {
             "ended_by": {"error": "reading from client: reset"},
         });
         assert_eq!(json, Some(want));
-        let refused = ConnectionEvent {
-            kind: ConnectionEventKind::Refused { suppressed: 2 },
-            ..event
-        };
+        let refused = ConnectionEvent { kind: ConnectionEventKind::Refused { suppressed: 2 }, ..event };
         let json = serde_json::to_value(&refused).ok();
         let want = serde_json::json!({
             "target": "db", "peer": "10.0.0.7:51234", "grant": null, "event": "refused", "suppressed": 2,

@@ -51,28 +51,14 @@ mod tests {
 
     fn entry(target: &str, source: &str, ends: i64) -> GrantEntry {
         let source = SourceNet::parse(source).unwrap_or_else(|e| panic!("{e}"));
-        GrantEntry {
-            target: target.into(),
-            source,
-            ends_at: at(ends),
-        }
+        GrantEntry { target: target.into(), source, ends_at: at(ends) }
     }
 
-    fn check(
-        table: &[(u8, GrantEntry)],
-        target: &str,
-        peer: &str,
-        now: i64,
-        want: Option<(u8, i64)>,
-    ) {
+    fn check(table: &[(u8, GrantEntry)], target: &str, peer: &str, now: i64, want: Option<(u8, i64)>) {
         let table: GrantTable = table.iter().map(|(i, g)| (id(*i), g.clone())).collect();
         let peer: IpAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
         let got = covering(&table, target, peer, at(now)).map(|(i, e)| (i.clone(), e));
-        assert_eq!(
-            got,
-            want.map(|(i, e)| (id(i), at(e))),
-            "{target} {peer} at {now}"
-        );
+        assert_eq!(got, want.map(|(i, e)| (id(i), at(e))), "{target} {peer} at {now}");
     }
 
     #[test]
@@ -93,19 +79,7 @@ mod tests {
         check(&table, "web", "10.0.0.8", 50, Some((3, 300)));
         // The deadline itself is already outside the grant.
         check(&table, "db", "10.0.0.9", 200, None);
-        check(
-            &[(1, entry("db", "10.0.0.7", 100))],
-            "db",
-            "10.0.0.7",
-            99,
-            Some((1, 100)),
-        );
-        check(
-            &[(1, entry("db", "10.0.0.7", 100))],
-            "db",
-            "10.0.0.7",
-            100,
-            None,
-        );
+        check(&[(1, entry("db", "10.0.0.7", 100))], "db", "10.0.0.7", 99, Some((1, 100)));
+        check(&[(1, entry("db", "10.0.0.7", 100))], "db", "10.0.0.7", 100, None);
     }
 }

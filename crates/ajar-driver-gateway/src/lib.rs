@@ -85,20 +85,14 @@ impl Gateway {
     fn listeners(&self) -> MutexGuard<'_, BTreeMap<String, Listener>> {
         // Nothing panics while holding the lock, and the map stays consistent
         // at every step anyway, so a poisoned lock is still usable.
-        self.listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.listeners.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Binds `settings.listen` for `target` and starts its accept loop.
     fn bind(&self, target: &Target, settings: &GatewaySettings) -> Result<Listener, String> {
         let addr = settings.listen;
         let bound = (|| {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
+            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
             // Lets a restarted ajar listen again while old connections
             // linger in TIME_WAIT.
             socket.set_reuseaddr(true)?;
@@ -119,12 +113,7 @@ impl Gateway {
             events: self.events.clone(),
             stop: stop.clone(),
         }));
-        Ok(Listener {
-            settings: settings.clone(),
-            local,
-            upstream,
-            stop,
-        })
+        Ok(Listener { settings: settings.clone(), local, upstream, stop })
     }
 }
 
@@ -182,9 +171,7 @@ impl Driver for Gateway {
         // Stop first, so that a target moving between addresses that
         // overlap (127.0.0.1:5432 to 0.0.0.0:5432) can bind its new one.
         listeners.retain(|name, listener| {
-            let keep = wanted
-                .get(name.as_str())
-                .is_some_and(|(_, s)| s.listen == listener.settings.listen);
+            let keep = wanted.get(name.as_str()).is_some_and(|(_, s)| s.listen == listener.settings.listen);
             if !keep {
                 info!(target_name = %name, listen = %listener.local, "gateway listener stopped");
                 listener.stop.cancel();
@@ -236,11 +223,7 @@ impl Driver for Gateway {
             opened(&listener.settings, listener.local.port())
         };
         let now = Utc::now();
-        let entry = GrantEntry {
-            target: name.to_owned(),
-            source: grant.source,
-            ends_at: grant.ends_at,
-        };
+        let entry = GrantEntry { target: name.to_owned(), source: grant.source, ends_at: grant.ends_at };
         self.grants.send_if_modified(|table| {
             // Expired grants cover nothing, so dropping them needs no
             // notification; only the change to this grant does.

@@ -72,8 +72,7 @@ pub(crate) async fn accept_loop(task: ListenerTask) {
         // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6
         // addresses; grants and events speak plain IPv4.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let admitted = covering(&task.grants.borrow(), &task.target, peer.ip(), Utc::now())
-            .map(|(id, _)| id.clone());
+        let admitted = covering(&task.grants.borrow(), &task.target, peer.ip(), Utc::now()).map(|(id, _)| id.clone());
         let Some(grant) = admitted else {
             // Dropping the socket closes it before a single byte is read or
             // written, and the target is never contacted. The TCP handshake
@@ -83,13 +82,7 @@ pub(crate) async fn accept_loop(task: ListenerTask) {
             match refusals.report(peer.ip(), Instant::now()) {
                 Report::Yes { suppressed } => {
                     info!(target_name = %task.target, %peer, suppressed, "refused a connection without a grant");
-                    emit(
-                        &task.events,
-                        &task.target,
-                        peer,
-                        None,
-                        ConnectionEventKind::Refused { suppressed },
-                    );
+                    emit(&task.events, &task.target, peer, None, ConnectionEventKind::Refused { suppressed });
                 }
                 Report::Suppressed => {
                     debug!(target_name = %task.target, %peer, "refused a connection without a grant")
@@ -124,9 +117,7 @@ pub(crate) async fn accept_loop(task: ListenerTask) {
 fn is_per_connection(error: &io::Error) -> bool {
     matches!(
         error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
     )
 }
 
@@ -166,11 +157,8 @@ async fn serve(mut c: Connection) {
             return upstream_failed(c, error);
         }
         Some(Err(_elapsed)) => {
-            let error = format!(
-                "cannot connect to {}: no answer within {} seconds",
-                c.upstream,
-                CONNECT_TIMEOUT.as_secs()
-            );
+            let error =
+                format!("cannot connect to {}: no answer within {} seconds", c.upstream, CONNECT_TIMEOUT.as_secs());
             return upstream_failed(c, error);
         }
     };
@@ -190,25 +178,13 @@ async fn serve(mut c: Connection) {
     drop(upstream);
     drop(c.client);
     info!(target_name = %c.target, peer = %c.peer, grant = %c.grant, ?ended_by, "connection closed");
-    emit(
-        &c.events,
-        &c.target,
-        c.peer,
-        Some(c.grant),
-        closed(&counters, started, ended_by),
-    );
+    emit(&c.events, &c.target, c.peer, Some(c.grant), closed(&counters, started, ended_by));
 }
 
 fn upstream_failed(c: Connection, error: String) {
     warn!(target_name = %c.target, peer = %c.peer, grant = %c.grant, %error, "target unreachable");
     drop(c.client);
-    emit(
-        &c.events,
-        &c.target,
-        c.peer,
-        Some(c.grant),
-        ConnectionEventKind::UpstreamFailed { error },
-    );
+    emit(&c.events, &c.target, c.peer, Some(c.grant), ConnectionEventKind::UpstreamFailed { error });
 }
 
 fn closed(counters: &Counters, started: Instant, ended_by: EndedBy) -> ConnectionEventKind {
@@ -268,12 +244,7 @@ fn emit(
     grant: Option<RequestId>,
     kind: ConnectionEventKind,
 ) {
-    let event = ConnectionEvent {
-        target: target.to_owned(),
-        peer,
-        grant,
-        kind,
-    };
+    let event = ConnectionEvent { target: target.to_owned(), peer, grant, kind };
     if events.send(event).is_err() {
         debug!("connection event dropped: nobody is listening for them");
     }
@@ -315,21 +286,16 @@ impl RefusalLimiter {
             return Report::Yes { suppressed };
         }
         if self.sources.len() >= REFUSAL_SOURCES {
-            self.sources
-                .retain(|_, (last, _)| now.duration_since(*last) < REFUSAL_WINDOW);
+            self.sources.retain(|_, (last, _)| now.duration_since(*last) < REFUSAL_WINDOW);
         }
         if self.sources.len() >= REFUSAL_SOURCES {
             self.overflow += 1;
-            let due = self
-                .overflow_reported
-                .is_none_or(|at| now.duration_since(at) >= REFUSAL_WINDOW);
+            let due = self.overflow_reported.is_none_or(|at| now.duration_since(at) >= REFUSAL_WINDOW);
             if !due {
                 return Report::Suppressed;
             }
             self.overflow_reported = Some(now);
-            return Report::Overflow {
-                dropped: std::mem::take(&mut self.overflow),
-            };
+            return Report::Overflow { dropped: std::mem::take(&mut self.overflow) };
         }
         self.sources.insert(source, (now, 0));
         Report::Yes { suppressed: 0 }
@@ -351,10 +317,7 @@ mod tests {
         assert_eq!(limiter.report(a, later(10)), Report::Suppressed);
         assert_eq!(limiter.report(b, later(20)), Report::Yes { suppressed: 0 });
         assert_eq!(limiter.report(a, later(9_999)), Report::Suppressed);
-        assert_eq!(
-            limiter.report(a, later(10_000)),
-            Report::Yes { suppressed: 2 }
-        );
+        assert_eq!(limiter.report(a, later(10_000)), Report::Yes { suppressed: 2 });
         assert_eq!(limiter.report(a, later(10_001)), Report::Suppressed);
     }
 
@@ -363,9 +326,7 @@ mod tests {
         let mut limiter = RefusalLimiter::default();
         let start = Instant::now();
         for i in 0..REFUSAL_SOURCES {
-            let ip = IpAddr::from(std::net::Ipv6Addr::from(
-                u128::try_from(i).unwrap_or_default(),
-            ));
+            let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::try_from(i).unwrap_or_default()));
             assert_eq!(limiter.report(ip, start), Report::Yes { suppressed: 0 });
         }
         let new = IpAddr::from([10, 0, 0, 1]);
@@ -374,10 +335,7 @@ mod tests {
         assert_eq!(limiter.sources.len(), REFUSAL_SOURCES);
         // Once the window has passed, old sources are forgotten and new ones
         // are reported again.
-        assert_eq!(
-            limiter.report(new, start + REFUSAL_WINDOW),
-            Report::Yes { suppressed: 0 }
-        );
+        assert_eq!(limiter.report(new, start + REFUSAL_WINDOW), Report::Yes { suppressed: 0 });
         assert_eq!(limiter.sources.len(), 1);
     }
 }

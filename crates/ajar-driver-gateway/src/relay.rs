@@ -48,27 +48,11 @@ impl Side {
 /// or one fails, and says who ended it. When one side shuts down writing,
 /// the other side's write half is shut down and the opposite direction
 /// keeps flowing.
-pub(crate) async fn relay(
-    client: &mut TcpStream,
-    target: &mut TcpStream,
-    counters: &Counters,
-) -> EndedBy {
+pub(crate) async fn relay(client: &mut TcpStream, target: &mut TcpStream, counters: &Counters) -> EndedBy {
     let (mut client_read, mut client_write) = client.split();
     let (mut target_read, mut target_write) = target.split();
-    let up = pump(
-        &mut client_read,
-        &mut target_write,
-        Side::Client,
-        Side::Target,
-        &counters.up,
-    );
-    let down = pump(
-        &mut target_read,
-        &mut client_write,
-        Side::Target,
-        Side::Client,
-        &counters.down,
-    );
+    let up = pump(&mut client_read, &mut target_write, Side::Client, Side::Target, &counters.up);
+    let down = pump(&mut target_read, &mut client_write, Side::Target, Side::Client, &counters.down);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let mut first_to_close = None;
@@ -92,35 +76,20 @@ pub(crate) async fn relay(
 
 /// Copies `from` into `to` until end of file, then shuts `to` down for
 /// writing. Errors name the side and the operation, for the audit log.
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    from_side: Side,
-    to_side: Side,
-    count: &AtomicU64,
-) -> Result<(), String>
+async fn pump<R, W>(from: &mut R, to: &mut W, from_side: Side, to_side: Side, count: &AtomicU64) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buffer = vec![0u8; BUFFER];
-    let describe =
-        |what: &str, side: Side, error: io::Error| format!("{what} {}: {error}", side.name());
+    let describe = |what: &str, side: Side, error: io::Error| format!("{what} {}: {error}", side.name());
     loop {
-        let n = from
-            .read(&mut buffer)
-            .await
-            .map_err(|e| describe("reading from", from_side, e))?;
+        let n = from.read(&mut buffer).await.map_err(|e| describe("reading from", from_side, e))?;
         if n == 0 {
-            return to
-                .shutdown()
-                .await
-                .map_err(|e| describe("shutting down writing to", to_side, e));
+            return to.shutdown().await.map_err(|e| describe("shutting down writing to", to_side, e));
         }
         let chunk = buffer.get(..n).unwrap_or_default();
-        to.write_all(chunk)
-            .await
-            .map_err(|e| describe("writing to", to_side, e))?;
+        to.write_all(chunk).await.map_err(|e| describe("writing to", to_side, e))?;
         // `n` is at most BUFFER, so the conversion cannot fail.
         count.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }

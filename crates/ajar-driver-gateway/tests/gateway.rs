@@ -76,10 +76,7 @@ fn target(name: &str, address: SocketAddr, listen: &str) -> Target {
         address: address.to_string(),
         driver: DriverKind::Gateway,
         labels: Default::default(),
-        gateway: Some(GatewaySettings {
-            listen: listen.parse().unwrap(),
-            public_host: None,
-        }),
+        gateway: Some(GatewaySettings { listen: listen.parse().unwrap(), public_host: None }),
     }
 }
 
@@ -90,20 +87,11 @@ impl Harness {
         let (tx, events) = unbounded_channel();
         let gateway = Gateway::new(tx);
         let target = target("db", echo.addr, "127.0.0.1:0");
-        gateway
-            .configure(std::slice::from_ref(&target))
-            .await
-            .unwrap();
+        gateway.configure(std::slice::from_ref(&target)).await.unwrap();
         let Opened { host, port } = gateway.connect_info(&target).unwrap();
         assert_eq!(host, "127.0.0.1");
         assert_ne!(port, 0, "connect_info reports the bound port, not 0");
-        Self {
-            gateway,
-            events,
-            echo,
-            target,
-            port,
-        }
+        Self { gateway, events, echo, target, port }
     }
 
     /// Opens grant number `n` for `source`, ending `lasts` from now.
@@ -115,13 +103,7 @@ impl Harness {
             ends_at: Utc::now() + lasts,
         };
         let opened = self.gateway.open(&grant).await.unwrap();
-        assert_eq!(
-            opened,
-            Opened {
-                host: "127.0.0.1".into(),
-                port: self.port
-            }
-        );
+        assert_eq!(opened, Opened { host: "127.0.0.1".into(), port: self.port });
         grant
     }
 
@@ -130,30 +112,21 @@ impl Harness {
     }
 
     async fn next_event(&mut self) -> ConnectionEvent {
-        timeout(Duration::from_secs(5), self.events.recv())
-            .await
-            .unwrap()
-            .unwrap()
+        timeout(Duration::from_secs(5), self.events.recv()).await.unwrap().unwrap()
     }
 }
 
 async fn connect(from: [u8; 4], port: u16) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((from, 0))).unwrap();
-    socket
-        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
-        .unwrap()
+    socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap()
 }
 
 /// Sends `data` and reads the echo back.
 async fn round_trip(stream: &mut TcpStream, data: &[u8]) {
     stream.write_all(data).await.unwrap();
     let mut back = vec![0; data.len()];
-    timeout(Duration::from_secs(5), stream.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(Duration::from_secs(5), stream.read_exact(&mut back)).await.unwrap().unwrap();
     assert_eq!(back, data);
 }
 
@@ -161,13 +134,8 @@ async fn round_trip(stream: &mut TcpStream, data: &[u8]) {
 /// if any data arrives instead.
 async fn closed(stream: &mut TcpStream) -> Instant {
     let mut byte = [0u8; 1];
-    let read = timeout(Duration::from_secs(5), stream.read(&mut byte))
-        .await
-        .unwrap();
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "expected the connection to be closed, got {read:?}"
-    );
+    let read = timeout(Duration::from_secs(5), stream.read(&mut byte)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "expected the connection to be closed, got {read:?}");
     Instant::now()
 }
 
@@ -190,10 +158,7 @@ async fn granted_source_is_relayed_both_ways_and_counted() {
         w
     });
     let mut back = Vec::new();
-    timeout(Duration::from_secs(5), r.read_to_end(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(Duration::from_secs(5), r.read_to_end(&mut back)).await.unwrap().unwrap();
     assert!(back == data, "echoed data differs");
     drop(writer.await.unwrap());
 
@@ -201,13 +166,7 @@ async fn granted_source_is_relayed_both_ways_and_counted() {
     assert_eq!(event.target, "db");
     assert_eq!(event.peer, client_addr);
     assert_eq!(event.grant, Some(grant.id));
-    let ConnectionEventKind::Closed {
-        bytes_up,
-        bytes_down,
-        ended_by,
-        ..
-    } = event.kind
-    else {
+    let ConnectionEventKind::Closed { bytes_up, bytes_down, ended_by, .. } = event.kind else {
         panic!("expected Closed, got {event:?}");
     };
     assert_eq!((bytes_up, bytes_down), (1 << 20, 1 << 20));
@@ -247,10 +206,7 @@ async fn ungranted_source_is_refused_without_reaching_the_target() {
     drop(ok);
     let event = h.next_event().await;
     assert_eq!(event.grant, Some(grant.id));
-    assert!(
-        matches!(event.kind, ConnectionEventKind::Closed { .. }),
-        "{event:?}"
-    );
+    assert!(matches!(event.kind, ConnectionEventKind::Closed { .. }), "{event:?}");
     assert_eq!(h.echo.accepts(), 1);
 }
 
@@ -264,21 +220,13 @@ async fn connections_are_cut_at_the_deadline_and_new_ones_refused() {
     // Nobody calls close(): the gateway keeps its own deadline.
     closed(&mut stream).await;
     let late = Utc::now() - grant.ends_at;
-    let late = late
-        .to_std()
-        .unwrap_or_else(|_| panic!("cut {late} before the deadline"));
+    let late = late.to_std().unwrap_or_else(|_| panic!("cut {late} before the deadline"));
     eprintln!("cut {late:?} after the deadline");
     assert!(late < CUT_WITHIN, "cut {late:?} after the deadline");
 
     let event = h.next_event().await;
     assert_eq!(event.grant, Some(grant.id));
-    let ConnectionEventKind::Closed {
-        bytes_up,
-        bytes_down,
-        ended_by,
-        duration_ms,
-    } = event.kind
-    else {
+    let ConnectionEventKind::Closed { bytes_up, bytes_down, ended_by, duration_ms } = event.kind else {
         panic!("expected Closed, got {event:?}");
     };
     // Bytes are counted even though the relay was cut.
@@ -306,16 +254,7 @@ async fn extending_a_grant_keeps_its_connections() {
     round_trip(&mut stream, b"still here").await;
     drop(stream);
     let event = h.next_event().await;
-    assert!(
-        matches!(
-            event.kind,
-            ConnectionEventKind::Closed {
-                ended_by: EndedBy::Client,
-                ..
-            }
-        ),
-        "{event:?}"
-    );
+    assert!(matches!(event.kind, ConnectionEventKind::Closed { ended_by: EndedBy::Client, .. }), "{event:?}");
 }
 
 #[tokio::test]
@@ -328,23 +267,14 @@ async fn close_cuts_live_connections() {
     let asked = Instant::now();
     h.gateway.close(&grant.id).await.unwrap();
     let cut = closed(&mut stream).await;
-    assert!(
-        cut - asked < CUT_WITHIN,
-        "cut {:?} after close()",
-        cut - asked
-    );
+    assert!(cut - asked < CUT_WITHIN, "cut {:?} after close()", cut - asked);
 
     let event = h.next_event().await;
     assert_eq!(event.grant, Some(grant.id));
     assert!(
         matches!(
             event.kind,
-            ConnectionEventKind::Closed {
-                bytes_up: 5,
-                bytes_down: 5,
-                ended_by: EndedBy::GrantEnded,
-                ..
-            }
+            ConnectionEventKind::Closed { bytes_up: 5, bytes_down: 5, ended_by: EndedBy::GrantEnded, .. }
         ),
         "{event:?}"
     );
@@ -366,24 +296,11 @@ async fn a_connection_lives_while_any_grant_covers_it() {
     let asked = Instant::now();
     h.gateway.close(&second.id).await.unwrap();
     let cut = closed(&mut stream).await;
-    assert!(
-        cut - asked < CUT_WITHIN,
-        "cut {:?} after close()",
-        cut - asked
-    );
+    assert!(cut - asked < CUT_WITHIN, "cut {:?} after close()", cut - asked);
     let event = h.next_event().await;
     // The event names the grant that covered the connection last.
     assert_eq!(event.grant, Some(second.id));
-    assert!(
-        matches!(
-            event.kind,
-            ConnectionEventKind::Closed {
-                ended_by: EndedBy::GrantEnded,
-                ..
-            }
-        ),
-        "{event:?}"
-    );
+    assert!(matches!(event.kind, ConnectionEventKind::Closed { ended_by: EndedBy::GrantEnded, .. }), "{event:?}");
 }
 
 #[tokio::test]
@@ -394,69 +311,33 @@ async fn reconfiguring_keeps_moves_and_removes_listeners() {
     round_trip(&mut stream, b"hello").await;
 
     // The same list again changes nothing: same port, connection alive.
-    h.gateway
-        .configure(std::slice::from_ref(&h.target))
-        .await
-        .unwrap();
-    assert_eq!(
-        h.gateway.connect_info(&h.target).map(|o| o.port),
-        Some(h.port)
-    );
+    h.gateway.configure(std::slice::from_ref(&h.target)).await.unwrap();
+    assert_eq!(h.gateway.connect_info(&h.target).map(|o| o.port), Some(h.port));
     round_trip(&mut stream, b"again").await;
 
     // A new target address applies to new connections.
     let moved = Echo::start().await;
     let mut retargeted = target("db", moved.addr, "127.0.0.1:0");
     retargeted.gateway = h.target.gateway.clone();
-    h.gateway
-        .configure(std::slice::from_ref(&retargeted))
-        .await
-        .unwrap();
-    assert_eq!(
-        h.gateway.connect_info(&retargeted).map(|o| o.port),
-        Some(h.port)
-    );
+    h.gateway.configure(std::slice::from_ref(&retargeted)).await.unwrap();
+    assert_eq!(h.gateway.connect_info(&retargeted).map(|o| o.port), Some(h.port));
     let mut fresh = h.connect(GRANTED).await;
     round_trip(&mut fresh, b"new address").await;
     assert_eq!((h.echo.accepts(), moved.accepts()), (1, 1));
     drop(fresh);
     let event = h.next_event().await;
-    assert!(
-        matches!(
-            event.kind,
-            ConnectionEventKind::Closed {
-                ended_by: EndedBy::Client,
-                ..
-            }
-        ),
-        "{event:?}"
-    );
+    assert!(matches!(event.kind, ConnectionEventKind::Closed { ended_by: EndedBy::Client, .. }), "{event:?}");
 
     // Removing the target stops its listener and cuts its connections.
     let asked = Instant::now();
     h.gateway.configure(&[]).await.unwrap();
     let cut = closed(&mut stream).await;
-    assert!(
-        cut - asked < CUT_WITHIN,
-        "cut {:?} after configure()",
-        cut - asked
-    );
+    assert!(cut - asked < CUT_WITHIN, "cut {:?} after configure()", cut - asked);
     let event = h.next_event().await;
-    assert!(
-        matches!(
-            event.kind,
-            ConnectionEventKind::Closed {
-                ended_by: EndedBy::GrantEnded,
-                ..
-            }
-        ),
-        "{event:?}"
-    );
+    assert!(matches!(event.kind, ConnectionEventKind::Closed { ended_by: EndedBy::GrantEnded, .. }), "{event:?}");
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((GRANTED, 0))).unwrap();
-    let refused = socket
-        .connect(SocketAddr::from(([127, 0, 0, 1], h.port)))
-        .await;
+    let refused = socket.connect(SocketAddr::from(([127, 0, 0, 1], h.port))).await;
     assert!(refused.is_err(), "the listener is still accepting");
     assert!(h.gateway.connect_info(&h.target).is_none());
 }
@@ -486,14 +367,7 @@ async fn observe_open_and_close_are_idempotent() {
     let grant = h.grant(1, GRANTED, Duration::from_secs(60)).await;
     h.grant(1, GRANTED, Duration::from_secs(60)).await;
     let other = h.grant(2, STRANGER, Duration::from_secs(30)).await;
-    let mut ids: Vec<RequestId> = h
-        .gateway
-        .observe()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.id)
-        .collect();
+    let mut ids: Vec<RequestId> = h.gateway.observe().await.unwrap().into_iter().map(|o| o.id).collect();
     ids.sort();
     let mut want = vec![grant.id.clone(), other.id.clone()];
     want.sort();
@@ -506,26 +380,13 @@ async fn observe_open_and_close_are_idempotent() {
     h.gateway.open(&changed).await.unwrap();
     let observed = h.gateway.observe().await.unwrap();
     let seen = observed.iter().find(|o| o.id == grant.id).unwrap();
-    assert_eq!(
-        (seen.target.as_str(), seen.source, seen.ends_at),
-        ("db", changed.source, changed.ends_at)
-    );
+    assert_eq!((seen.target.as_str(), seen.source, seen.ends_at), ("db", changed.source, changed.ends_at));
 
     // Closing twice, or closing what never existed, is fine.
     h.gateway.close(&grant.id).await.unwrap();
     h.gateway.close(&grant.id).await.unwrap();
-    h.gateway
-        .close(&RequestId::from_random([9; 12]))
-        .await
-        .unwrap();
-    let ids: Vec<RequestId> = h
-        .gateway
-        .observe()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.id)
-        .collect();
+    h.gateway.close(&RequestId::from_random([9; 12])).await.unwrap();
+    let ids: Vec<RequestId> = h.gateway.observe().await.unwrap().into_iter().map(|o| o.id).collect();
     assert_eq!(ids, vec![other.id.clone()]);
 
     // A grant that has already ended is not admitted.
@@ -549,34 +410,16 @@ async fn connect_info_hosts() {
     let echo: SocketAddr = "127.0.0.1:9".parse().unwrap();
     // Not bound yet, but the port is fixed: the configured address.
     let mut wildcard = target("db", echo, "0.0.0.0:15432");
-    assert_eq!(
-        gateway.connect_info(&wildcard),
-        Some(Opened {
-            host: String::new(),
-            port: 15432
-        })
-    );
+    assert_eq!(gateway.connect_info(&wildcard), Some(Opened { host: String::new(), port: 15432 }));
     let settings = wildcard.gateway.as_mut().unwrap();
     settings.public_host = Some("gw.example.com".into());
-    assert_eq!(
-        gateway.connect_info(&wildcard),
-        Some(Opened {
-            host: "gw.example.com".into(),
-            port: 15432
-        })
-    );
+    assert_eq!(gateway.connect_info(&wildcard), Some(Opened { host: "gw.example.com".into(), port: 15432 }));
     assert_eq!(
         gateway.connect_info(&target("db", echo, "[::1]:15432")),
-        Some(Opened {
-            host: "::1".into(),
-            port: 15432
-        })
+        Some(Opened { host: "::1".into(), port: 15432 })
     );
     // An ephemeral port is only known once bound.
-    assert_eq!(
-        gateway.connect_info(&target("db", echo, "127.0.0.1:0")),
-        None
-    );
+    assert_eq!(gateway.connect_info(&target("db", echo, "127.0.0.1:0")), None);
 }
 
 #[tokio::test]
@@ -584,11 +427,7 @@ async fn unreachable_target_is_reported_and_the_client_closed() {
     let (tx, mut events) = unbounded_channel();
     let gateway = Gateway::new(tx);
     // A port that was just free: nothing listens there.
-    let down = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let db = target("db", down, "127.0.0.1:0");
     gateway.configure(std::slice::from_ref(&db)).await.unwrap();
     let port = gateway.connect_info(&db).unwrap().port;
@@ -602,16 +441,10 @@ async fn unreachable_target_is_reported_and_the_client_closed() {
 
     let mut stream = connect(GRANTED, port).await;
     closed(&mut stream).await;
-    let event = timeout(Duration::from_secs(5), events.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let event = timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
     assert_eq!(event.grant, Some(grant.id));
     let ConnectionEventKind::UpstreamFailed { error } = event.kind else {
         panic!("expected UpstreamFailed, got {event:?}");
     };
-    assert!(
-        error.starts_with(&format!("cannot connect to {down}: ")),
-        "{error}"
-    );
+    assert!(error.starts_with(&format!("cannot connect to {down}: ")), "{error}");
 }

@@ -58,9 +58,14 @@ impl SqliteStore {
         Ok(Self { pool, write: Mutex::new(()) })
     }
 
-    async fn append(tx: &mut Transaction<'_, Sqlite>, events: Vec<NewAuditEvent>) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn append(
+        tx: &mut Transaction<'_, Sqlite>,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut **tx).await?;
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
         let (mut seq, mut hash) = head.unwrap_or((0, GENESIS.to_owned()));
         let mut written = Vec::with_capacity(events.len());
         for event in events {
@@ -121,7 +126,11 @@ fn bind_request<'q>(
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn insert_request(&self, request: &Request, events: Vec<NewAuditEvent>) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn insert_request(
+        &self,
+        request: &Request,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         let _write = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let sql = format!("INSERT INTO requests ({REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -235,8 +244,8 @@ impl Store for SqliteStore {
             }
             AuditScope::Person(name) => {
                 sqlx::query_as(&format!(
-                    "SELECT {columns} FROM audit_events WHERE seq > ? AND (subject = ? OR actor = ?) ORDER BY seq LIMIT ?"
-                ))
+                "SELECT {columns} FROM audit_events WHERE seq > ? AND (subject = ? OR actor = ?) ORDER BY seq LIMIT ?"
+            ))
                 .bind(after)
                 .bind(name)
                 .bind(name)
@@ -248,7 +257,13 @@ impl Store for SqliteStore {
         rows.into_iter().map(AuditRow::into_event).collect()
     }
 
-    async fn insert_token(&self, hash: &str, user: &str, created_at: Timestamp, expires_at: Timestamp) -> Result<(), StoreError> {
+    async fn insert_token(
+        &self,
+        hash: &str,
+        user: &str,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
         let _write = self.write.lock().await;
         sqlx::query("INSERT INTO tokens (hash, user_name, created_at, expires_at) VALUES (?, ?, ?, ?)")
             .bind(hash)
@@ -271,7 +286,8 @@ impl Store for SqliteStore {
 
     async fn purge_tokens(&self, now: Timestamp) -> Result<u64, StoreError> {
         let _write = self.write.lock().await;
-        let result = sqlx::query("DELETE FROM tokens WHERE expires_at <= ?").bind(micros(now)).execute(&self.pool).await?;
+        let result =
+            sqlx::query("DELETE FROM tokens WHERE expires_at <= ?").bind(micros(now)).execute(&self.pool).await?;
         Ok(result.rows_affected())
     }
 

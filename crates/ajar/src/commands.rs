@@ -22,10 +22,7 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 impl Context {
     fn server(&self, saved: Option<&Credentials>) -> String {
-        self.server
-            .clone()
-            .or_else(|| saved.map(|c| c.server.clone()))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+        self.server.clone().or_else(|| saved.map(|c| c.server.clone())).unwrap_or_else(|| DEFAULT_SERVER.to_owned())
     }
 
     /// A client with the saved token, when it was issued by this server.
@@ -189,12 +186,22 @@ fn print_request(ctx: &Context, r: &RequestDto) -> anyhow::Result<()> {
                 println!("  started    {} ({})", clock(start), relative(start, now));
             }
             if let Some(end) = r.ends_at {
-                println!("  {}       {} ({})", if r.state == "active" { "ends" } else { "ended" }, clock(end), relative(end, now));
+                println!(
+                    "  {}       {} ({})",
+                    if r.state == "active" { "ends" } else { "ended" },
+                    clock(end),
+                    relative(end, now)
+                );
             }
         }
     }
     for a in &r.approvals {
-        println!("  approved   by {} {}{}", a.approver, relative(a.at, now), a.comment.as_ref().map_or(String::new(), |c| format!(": {c}")));
+        println!(
+            "  approved   by {} {}{}",
+            a.approver,
+            relative(a.at, now),
+            a.comment.as_ref().map_or(String::new(), |c| format!(": {c}"))
+        );
     }
     if let Some(by) = &r.closed_by {
         println!("  closed by  {by}{}", r.close_comment.as_ref().map_or(String::new(), |c| format!(": {c}")));
@@ -293,7 +300,12 @@ pub async fn connect(
     };
     if refused(&grant) {
         print_request(ctx, &grant)?;
-        bail!("request {} was {}{}", grant.id, grant.state, grant.close_comment.as_ref().map_or(String::new(), |c| format!(": {c}")));
+        bail!(
+            "request {} was {}{}",
+            grant.id,
+            grant.state,
+            grant.close_comment.as_ref().map_or(String::new(), |c| format!(": {c}"))
+        );
     }
     let Some(connect) = grant.connect.as_ref() else {
         bail!(
@@ -314,7 +326,8 @@ pub async fn connect(
         return Ok(ExitCode::SUCCESS);
     }
     let port = connect.port.to_string();
-    let args: Vec<String> = command.iter().map(|a| a.replace("{host}", &connect.host).replace("{port}", &port)).collect();
+    let args: Vec<String> =
+        command.iter().map(|a| a.replace("{host}", &connect.host).replace("{port}", &port)).collect();
     eprintln!("ajar: {} open until {until}; running {}", grant.target, args.join(" "));
     let status = tokio::process::Command::new(&args[0])
         .args(&args[1..])
@@ -371,7 +384,11 @@ pub async fn ls(
                 r.state.clone(),
                 when,
                 r.source.clone(),
-                if r.state == "pending" { format!("{}/{}", r.approvals.len(), r.approvals_required) } else { r.enforcement.status.clone() },
+                if r.state == "pending" {
+                    format!("{}/{}", r.approvals.len(), r.approvals_required)
+                } else {
+                    r.enforcement.status.clone()
+                },
                 r.reason.chars().take(40).collect(),
             ]
         })

@@ -19,8 +19,7 @@ pub fn table_with(headers: &[&str], rows: &[Vec<String>], show_header: bool) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> =
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<width$}", width = *w)).collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<width$}", width = *w)).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     if show_header {

@@ -43,10 +43,14 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
         Arc::new(SystemClock),
         Some(audit_file),
     );
-    core.record(vec![system_event(&core, Action::ServerStarted, serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "config": config_path.display().to_string(),
-    }))])
+    core.record(vec![system_event(
+        &core,
+        Action::ServerStarted,
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": config_path.display().to_string(),
+        }),
+    )])
     .await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -57,8 +61,12 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let reconciler = ajar_core::reconcile::spawn(core.clone(), config.server.reconcile_interval, shutdown_rx.clone());
     let recorder = tokio::spawn(record_connections(core.clone(), events_rx));
 
-    let listener = std::net::TcpListener::bind(config.server.listen)
-        .with_context(|| format!("cannot listen on {} (server.listen); is another ajar running? choose another address", config.server.listen))?;
+    let listener = std::net::TcpListener::bind(config.server.listen).with_context(|| {
+        format!(
+            "cannot listen on {} (server.listen); is another ajar running? choose another address",
+            config.server.listen
+        )
+    })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let state = AppState { core: core.clone(), trusted_proxies: Arc::new(config.server.trusted_proxies.clone()) };
@@ -72,9 +80,10 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let server = match &config.server.tls {
         Some(tls) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .with_context(|| format!("cannot load the TLS certificate {} and key {}", tls.cert.display(), tls.key.display()))?;
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await.with_context(|| {
+                    format!("cannot load the TLS certificate {} and key {}", tls.cert.display(), tls.key.display())
+                })?;
             let server = axum_server::from_tcp_rustls(listener, rustls).handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
@@ -130,7 +139,10 @@ async fn reload(core: &Arc<Core>, path: &Path, running: &Config) {
             }
         }
         Ok(new) => {
-            if new.server.listen != running.server.listen || new.server.data_dir != running.server.data_dir || new.server.tls != running.server.tls {
+            if new.server.listen != running.server.listen
+                || new.server.data_dir != running.server.data_dir
+                || new.server.tls != running.server.tls
+            {
                 warn!("server.listen, server.data_dir and server.tls change only at restart; the rest of the new config applies now");
             }
             let new_settings = settings(&new);

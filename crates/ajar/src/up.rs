@@ -17,11 +17,7 @@ const PASSWORD_FILE: &str = "admin-password";
 pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config = dir.join(CONFIG);
-    let first_start = if config.exists() {
-        None
-    } else {
-        Some(write_sample(dir, listen)?)
-    };
+    let first_start = if config.exists() { None } else { Some(write_sample(dir, listen)?) };
     let shown_dir = dir.display().to_string();
     crate::serve::run(&config, move |url| {
         println!();
