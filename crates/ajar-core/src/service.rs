@@ -211,11 +211,11 @@ impl Core {
             .collect()
     }
 
-    /// Commits a change of an existing request (still in state `before`)
-    /// with its audit events, then carries out its effect.
-    async fn apply(&self, before: RequestState, change: Change) -> Result<Request, CoreError> {
+    /// Commits a change of `before` (if nobody changed it meanwhile) with its
+    /// audit events, then carries out its effect.
+    async fn apply(&self, before: &Request, change: Change) -> Result<Request, CoreError> {
         let events = self.change_events(&change);
-        let written = self.store.update_request(&change.next, before, events).await?;
+        let written = self.store.update_request(before, &change.next, events).await?;
         self.after_audit(&written).await;
         Ok(self.enforce(change.next, change.effect).await)
     }
@@ -270,20 +270,25 @@ impl Core {
                 (self.request_event(&next, Action::OpenFailed, &Actor::System, None, data), None)
             }
         };
-        match self.store.update_request(&next, RequestState::Active, vec![event]).await {
+        match self.store.update_request(&request, &next, vec![event]).await {
             Ok(written) => {
                 self.after_audit(&written).await;
                 next
             }
             Err(StoreError::Conflict { .. }) => {
+                let now = self.store.get_request(&request.id).await.ok().flatten();
+                let still_active = now.as_ref().is_some_and(|r| r.state == RequestState::Active);
                 // The grant ended while the driver was opening it: make sure
-                // what was just opened is closed again.
-                if let Some(driver) = driver {
-                    if let Err(e) = driver.close(&request.id).await {
-                        warn!(request = %request.id, error = %e, "closing a grant that ended while opening failed; the reconciler will retry");
+                // what was just opened is closed again. (If it is still
+                // active, someone else recorded its status first.)
+                if !still_active {
+                    if let Some(driver) = driver {
+                        if let Err(e) = driver.close(&request.id).await {
+                            warn!(request = %request.id, error = %e, "closing a grant that ended while opening failed; the reconciler will retry");
+                        }
                     }
                 }
-                self.store.get_request(&request.id).await.ok().flatten().unwrap_or(request)
+                now.unwrap_or(request)
             }
             Err(e) => {
                 error!(request = %request.id, error = %e, "cannot record the enforcement status");
@@ -322,7 +327,7 @@ impl Core {
                 self.request_event(&next, Action::CloseFailed, &Actor::System, None, data)
             }
         };
-        match self.store.update_request(&next, request.state, vec![event]).await {
+        match self.store.update_request(&request, &next, vec![event]).await {
             Ok(written) => {
                 self.after_audit(&written).await;
                 next
@@ -493,7 +498,7 @@ impl Core {
         let request = self.load_visible(who, id).await?;
         let catalog = self.catalog();
         let change = decide(&catalog, &request, self.now())?;
-        let next = self.apply(request.state, change).await?;
+        let next = self.apply(&request, change).await?;
         Ok(self.view(next))
     }
 
@@ -553,7 +558,7 @@ impl Core {
                         self.metrics.record_expiry_lag(u64::try_from(lag).unwrap_or(0));
                     }
                 }
-                if let Err(e) = self.apply(request.state, change).await {
+                if let Err(e) = self.apply(&request, change).await {
                     warn!(request = %id, error = %e, "closing at the deadline failed; the reconciler will retry");
                 }
             }
@@ -578,7 +583,7 @@ impl Core {
         for request in live {
             match request.expire(now).or_else(|| request.time_out(now)) {
                 Some(change) => {
-                    if let Err(e) = self.apply(request.state, change).await {
+                    if let Err(e) = self.apply(&request, change).await {
                         warn!(request = %request.id, error = %e, "closing an overdue request failed");
                     }
                 }
@@ -701,7 +706,7 @@ impl Core {
             let Some(why) = why else { continue };
             if let Some(change) = request.withdraw(why, self.now()) {
                 withdrawn += 1;
-                if let Err(e) = self.apply(request.state, change).await {
+                if let Err(e) = self.apply(&request, change).await {
                     warn!(request = %request.id, error = %e, "cannot withdraw a request after reload");
                 }
             }

@@ -56,13 +56,15 @@ pub trait Store: Send + Sync {
         events: Vec<NewAuditEvent>,
     ) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Replaces the stored request if it is still in state `expected`, and
-    /// appends `events`, atomically; otherwise [`StoreError::Conflict`] and
-    /// nothing changes.
+    /// Replaces the stored request with `after` if it still is as `before`
+    /// was read (same state, approvals and enforcement status), and appends
+    /// `events`, atomically; otherwise [`StoreError::Conflict`] and nothing
+    /// changes. This compare-and-set is what keeps two approvers acting at
+    /// the same instant from overwriting each other's approval.
     async fn update_request(
         &self,
-        request: &Request,
-        expected: RequestState,
+        before: &Request,
+        after: &Request,
         events: Vec<NewAuditEvent>,
     ) -> Result<Vec<AuditEvent>, StoreError>;
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ajar_domain::audit::GENESIS;
-use ajar_domain::{AuditEvent, NewAuditEvent, Request, RequestId, RequestState, Timestamp};
+use ajar_domain::{AuditEvent, NewAuditEvent, Request, RequestId, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
@@ -148,17 +148,18 @@ impl Store for SqliteStore {
 
     async fn update_request(
         &self,
+        before: &Request,
         request: &Request,
-        expected: RequestState,
         events: Vec<NewAuditEvent>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let _write = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let row = RequestRow::from_request(request);
+        let expected = RequestRow::from_request(before);
         let result = sqlx::query(
             "UPDATE requests SET state = ?, duration_seconds = ?, starts_at = ?, ends_at = ?, approvals_required = ?, \
              approvals = ?, closed_by = ?, close_comment = ?, policies = ?, enforcement_status = ?, enforcement_error = ? \
-             WHERE id = ? AND state = ?",
+             WHERE id = ? AND state = ? AND approvals = ? AND enforcement_status = ?",
         )
         .bind(row.state)
         .bind(row.duration_seconds)
@@ -172,7 +173,9 @@ impl Store for SqliteStore {
         .bind(row.enforcement_status)
         .bind(row.enforcement_error)
         .bind(row.id)
-        .bind(expected.as_str())
+        .bind(expected.state)
+        .bind(expected.approvals)
+        .bind(expected.enforcement_status)
         .execute(&mut *tx)
         .await?;
         if result.rows_affected() != 1 {

@@ -1,0 +1,165 @@
+//! The store's contract, run against SQLite (a later backend runs the same
+//! suite): atomic change-plus-audit, compare-and-set, filters, tokens.
+
+use std::net::IpAddr;
+
+use ajar_domain::policy::{Ask, Principal, Verdict};
+use ajar_domain::{Action, GrantDuration, Name, NewAuditEvent, Request, RequestId, RequestState, SourceNet, Timestamp};
+use ajar_store::{AuditScope, RequestFilter, SqliteStore, Store, StoreError};
+
+fn at(secs: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + secs * 1000).expect("valid")
+}
+
+fn name(s: &str) -> Name {
+    Name::parse(s).expect("valid")
+}
+
+fn pending(id: u8, requester: &str, approvals: u32) -> Request {
+    let who = Principal::new(name(requester), [name("dev")]);
+    let addr: IpAddr = [10, 0, 0, id].into();
+    let ask = Ask {
+        target: "db".into(),
+        duration: GrantDuration::from_secs(600).expect("positive"),
+        reason: "INC-1".into(),
+        source: None,
+    };
+    let verdict = Verdict {
+        target: name("db"),
+        source: SourceNet::host(addr),
+        max_duration: GrantDuration::from_secs(3600).expect("positive"),
+        approvals_required: approvals,
+        approver_sets: vec![vec![ajar_domain::Subject::Group(name("sre"))]],
+        policies: vec![name("p")],
+    };
+    Request::create(RequestId::from_random([id; 12]), &who, addr, &ask, &verdict, at(0), GrantDuration::MAX).next
+}
+
+fn event(action: Action, reason: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        at: at(1),
+        actor: "alice".into(),
+        action,
+        target: Some("db".into()),
+        source: None,
+        request_id: None,
+        subject: Some("alice".into()),
+        reason: Some(reason.into()),
+        data: serde_json::json!({"n": 1}),
+    }
+}
+
+async fn all_events(store: &dyn Store) -> Vec<ajar_domain::AuditEvent> {
+    store.audit_page(&AuditScope::All, 0, 1000).await.expect("audit")
+}
+
+async fn stores() -> Vec<(&'static str, Box<dyn Store>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = SqliteStore::open(&dir.path().join("ajar.db")).await.expect("open file");
+    let memory = SqliteStore::in_memory().await.expect("open memory");
+    vec![("sqlite-file", Box::new(file), Some(dir)), ("sqlite-memory", Box::new(memory), None)]
+}
+
+#[tokio::test]
+async fn a_request_round_trips_exactly() {
+    for (backend, store, _dir) in stores().await {
+        let request = pending(1, "alice", 1);
+        store.insert_request(&request, vec![event(Action::Requested, "INC-1")]).await.expect("insert");
+        let loaded = store.get_request(&request.id).await.expect("get").expect("exists");
+        assert_eq!(loaded, request, "{backend}");
+        assert!(matches!(store.insert_request(&request, vec![]).await, Err(StoreError::Duplicate { .. })));
+    }
+}
+
+#[tokio::test]
+async fn compare_and_set_refuses_stale_writers_and_writes_no_audit_then() {
+    for (backend, store, _dir) in stores().await {
+        let request = pending(2, "alice", 2);
+        store.insert_request(&request, vec![event(Action::Requested, "r")]).await.expect("insert");
+        let bob = Principal::new(name("bob"), [name("sre")]);
+        let carol = Principal::new(name("carol"), [name("sre")]);
+        let verdict = Verdict {
+            target: name("db"),
+            source: request.source,
+            max_duration: GrantDuration::from_secs(3600).expect("positive"),
+            approvals_required: 2,
+            approver_sets: vec![vec![ajar_domain::Subject::Group(name("sre"))]],
+            policies: vec![name("p")],
+        };
+        // Both approvers read the same pending request...
+        let by_bob = request.approve(&bob, &verdict, None, at(5)).expect("bob may approve");
+        let by_carol = request.approve(&carol, &verdict, None, at(5)).expect("carol may approve");
+        // ...the first write wins, the second is refused instead of erasing it.
+        store.update_request(&request, &by_bob.next, vec![event(Action::Approved, "bob")]).await.expect("bob");
+        let stale = store.update_request(&request, &by_carol.next, vec![event(Action::Approved, "carol")]).await;
+        assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{backend}: {stale:?}");
+        let stored = store.get_request(&request.id).await.expect("get").expect("exists");
+        assert_eq!(stored.approvals.len(), 1, "{backend}");
+        assert_eq!(stored.approvals[0].approver, name("bob"));
+        let reasons: Vec<_> = all_events(store.as_ref()).await.into_iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, vec![Some("r".to_owned()), Some("bob".to_owned())], "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn events_form_an_intact_chain_across_writes() {
+    for (backend, store, _dir) in stores().await {
+        for i in 0..5u8 {
+            store
+                .insert_request(&pending(10 + i, "alice", 1), vec![event(Action::Requested, "a")])
+                .await
+                .expect("insert");
+            store.append_audit(vec![event(Action::Login, "b"), event(Action::Login, "c")]).await.expect("append");
+        }
+        let events = all_events(store.as_ref()).await;
+        assert_eq!(events.len(), 15, "{backend}");
+        let (seq, _) = ajar_domain::audit::verify(&events, None).expect("intact chain");
+        assert_eq!(seq, 15);
+        // Paging continues the chain.
+        let first = store.audit_page(&AuditScope::All, 0, 7).await.expect("page");
+        let head = ajar_domain::audit::verify(&first, None).expect("first page");
+        let rest = store.audit_page(&AuditScope::All, 7, 100).await.expect("page");
+        assert!(ajar_domain::audit::verify(&rest, Some(head)).is_ok());
+        // A person's scope holds only what concerns them.
+        let mut other = event(Action::Login, "x");
+        other.actor = "zed".into();
+        other.subject = Some("zed".into());
+        store.append_audit(vec![other]).await.expect("append");
+        let zed = store.audit_page(&AuditScope::Person("zed".into()), 0, 100).await.expect("page");
+        assert_eq!(zed.len(), 1, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn filters_select_by_state_target_and_requester() {
+    for (backend, store, _dir) in stores().await {
+        let a = pending(20, "alice", 1);
+        let b = pending(21, "bob", 0);
+        store.insert_request(&a, vec![]).await.expect("insert");
+        store.insert_request(&b, vec![]).await.expect("insert");
+        let filter = |states: Vec<RequestState>, requester: Option<&str>| RequestFilter {
+            states,
+            requester: requester.map(str::to_owned),
+            ..Default::default()
+        };
+        let pending_only = store.list_requests(&filter(vec![RequestState::Pending], None)).await.expect("list");
+        assert_eq!(pending_only.len(), 1, "{backend}");
+        let active_only = store.list_requests(&filter(vec![RequestState::Active], None)).await.expect("list");
+        assert_eq!(active_only.len(), 1, "{backend}");
+        let bobs = store.list_requests(&filter(vec![], Some("bob"))).await.expect("list");
+        assert_eq!(bobs.iter().map(|r| r.requester.as_str()).collect::<Vec<_>>(), vec!["bob"]);
+        let limited = store.list_requests(&RequestFilter { limit: 1, ..Default::default() }).await.expect("list");
+        assert_eq!(limited.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn tokens_expire_and_are_purged() {
+    for (backend, store, _dir) in stores().await {
+        store.insert_token("h1", "alice", at(0), at(60)).await.expect("insert");
+        assert_eq!(store.token_user("h1", at(59)).await.expect("lookup").as_deref(), Some("alice"), "{backend}");
+        assert_eq!(store.token_user("h1", at(60)).await.expect("lookup"), None);
+        assert_eq!(store.token_user("other", at(0)).await.expect("lookup"), None);
+        assert_eq!(store.purge_tokens(at(61)).await.expect("purge"), 1);
+    }
+}
