@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
+
 use common::*;
 use serde_json::Value;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -12,9 +14,7 @@ use sqlx::{ConnectOptions, Connection};
 /// A server with some history: logins, a grant, a release.
 async fn server_with_history() -> (TestServer, Echo) {
     let echo = Echo::start().await;
-    let config = Config::new()
-        .target("db", echo.addr)
-        .policy(Policy::auto("auto", &["group:dev"], &["db"]));
+    let config = Config::new().target("db", echo.addr).policy(Policy::auto("auto", &["group:dev"], &["db"]));
     let server = TestServer::start(config).await;
     let alice = server.login_from("alice", GRANTED).await;
     let grant = alice.request("db", "5m", "INC-50").await;
@@ -47,6 +47,18 @@ async fn chain_verifies_and_an_edited_event_is_named() {
     let ok = cli.run(&["audit", "--verify"]).await;
     assert!(ok.success(), "an intact chain verifies:\n{ok}");
 
+    // `ajar audit --json` pages through the log as JSON lines.
+    let page = cli.run(&["audit", "--json", "--after", "2", "--limit", "3"]).await;
+    assert!(page.success(), "{page}");
+    let lines: Vec<Value> = page
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let seqs: Vec<i64> = lines.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert_eq!(seqs, [3, 4, 5], "{page}");
+    assert_eq!(lines[0]["hash"], events[2]["hash"]);
+
     // A requester may not verify the whole log.
     let alice = server.login("alice").await;
     alice.get("/api/v1/audit/verify").await.problem(403, "forbidden");
@@ -54,11 +66,8 @@ async fn chain_verifies_and_an_edited_event_is_named() {
     // Forge one stored event behind the server's back.
     let target = events.iter().find(|e| e["seq"] == 3).expect("event 3");
     assert_ne!(target["reason"], "forged");
-    let mut db = SqliteConnectOptions::new()
-        .filename(server.db_path())
-        .connect()
-        .await
-        .expect("open the server's database");
+    let mut db =
+        SqliteConnectOptions::new().filename(server.db_path()).connect().await.expect("open the server's database");
     let changed = sqlx::query("UPDATE audit_events SET reason = 'forged' WHERE seq = 3")
         .execute(&mut db)
         .await
@@ -99,19 +108,20 @@ async fn every_step_is_audited_and_copied_to_the_audit_file() {
         }
     }
     // The gateway connection is audited with its traffic once it ends.
-    let connection = adam
-        .wait_audit("`connection`", std::time::Duration::from_secs(5), |e| e["action"] == "connection")
-        .await;
+    let connection =
+        adam.wait_audit("`connection`", std::time::Duration::from_secs(5), |e| e["action"] == "connection").await;
     assert_eq!(connection["target"], "db", "{connection:#}");
     assert!(connection["source"].as_str().is_some_and(|s| s.contains("127.0.0.2")), "{connection:#}");
+
+    // The data dir holds secrets (token hashes, the whole log): private.
+    let mode = std::fs::metadata(server.data_dir()).expect("data dir").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the data dir is open to others: {mode:o}");
 
     // The audit file holds the same events, one JSON object per line.
     let events = adam.audit().await;
     let file = std::fs::read_to_string(server.data_dir().join("audit.jsonl")).expect("read audit.jsonl");
-    let lines: Vec<Value> = file
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines: Vec<Value> =
+        file.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     assert_eq!(lines.len(), events.len(), "audit.jsonl:\n{file}\nAPI:\n{}", show_events(&events));
     for (line, event) in lines.iter().zip(&events) {
         assert_eq!(line["seq"], event["seq"]);
@@ -123,10 +133,6 @@ async fn every_step_is_audited_and_copied_to_the_audit_file() {
     let alice = server.login("alice").await;
     let own = alice.audit().await;
     assert!(!own.is_empty());
-    assert!(
-        own.iter().all(|e| e["actor"] == "alice" || e["subject"] == "alice"),
-        "{}",
-        show_events(&own)
-    );
+    assert!(own.iter().all(|e| e["actor"] == "alice" || e["subject"] == "alice"), "{}", show_events(&own));
     assert!(own.len() < events.len());
 }

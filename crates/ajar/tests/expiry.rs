@@ -11,9 +11,7 @@ use common::*;
 #[tokio::test]
 async fn grant_expires_on_time_and_cuts_live_connections() {
     let echo = Echo::start().await;
-    let config = Config::new()
-        .target("db", echo.addr)
-        .policy(Policy::auto("auto", &["group:dev"], &["db"]));
+    let config = Config::new().target("db", echo.addr).policy(Policy::auto("auto", &["group:dev"], &["db"]));
     let server = TestServer::start(config).await;
     let port = server.config.port("db");
     let alice = server.login_from("alice", GRANTED).await;
@@ -51,19 +49,25 @@ async fn grant_expires_on_time_and_cuts_live_connections() {
     let closed = alice.get_request(&id).await;
     assert_eq!(closed["enforcement"]["status"], "closed", "{closed:#}");
     // The cut connection is audited with the grant it belonged to.
-    adam.wait_audit("`connection` for the grant", Duration::from_secs(5), |e| {
-        e["action"] == "connection" && e["request_id"] == id.as_str()
-    })
-    .await;
+    let connection = adam
+        .wait_audit("`connection` for the grant", Duration::from_secs(5), |e| {
+            e["action"] == "connection" && e["request_id"] == id.as_str()
+        })
+        .await;
+    assert_eq!(connection["data"]["ended_by"], "grant_ended", "{connection:#}");
+    assert_eq!(connection["data"]["bytes_up"], "hello from 127.0.0.2".len(), "{connection:#}");
 }
 
 #[tokio::test]
 async fn pending_request_times_out_and_never_becomes_active() {
     let echo = Echo::start().await;
-    let config = Config::new()
-        .server("approval_timeout = \"2s\"")
-        .target("db", echo.addr)
-        .policy(Policy::approved_by("reviewed", &["group:dev"], &["db"], 1, &["group:sre"]));
+    let config = Config::new().server("approval_timeout = \"2s\"").target("db", echo.addr).policy(Policy::approved_by(
+        "reviewed",
+        &["group:dev"],
+        &["db"],
+        1,
+        &["group:sre"],
+    ));
     let server = TestServer::start(config).await;
     let port = server.config.port("db");
     let alice = server.login_from("alice", GRANTED).await;
@@ -90,9 +94,6 @@ async fn pending_request_times_out_and_never_becomes_active() {
     let events = server.login("adam").await.audit().await;
     let actions = actions_for(&events, &id);
     assert_eq!(actions, ["requested", "timed_out"], "{}", show_events(&events));
-    let event = events
-        .iter()
-        .find(|e| e["action"] == "timed_out")
-        .expect("timed_out event");
+    let event = events.iter().find(|e| e["action"] == "timed_out").expect("timed_out event");
     assert_eq!(event["actor"], "ajar:system");
 }

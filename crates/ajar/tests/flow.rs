@@ -63,10 +63,23 @@ async fn auto_approved_grant_admits_only_its_source() {
     // the connection (once it ended) and the refusal.
     let adam = server.login("adam").await;
     let id = id(&request);
-    adam.wait_audit("`connection` for the grant", Duration::from_secs(5), |e| {
-        e["action"] == "connection" && e["request_id"] == id.as_str()
-    })
-    .await;
+    let connection = adam
+        .wait_audit("`connection` for the grant", Duration::from_secs(5), |e| {
+            e["action"] == "connection" && e["request_id"] == id.as_str()
+        })
+        .await;
+    // The traffic is counted each way: the three messages echoed above.
+    let sent = "hello from 127.0.0.2".len() + "a second message on the same connection".len() + "still here".len();
+    let data = &connection["data"];
+    assert_eq!(
+        (data["bytes_up"].as_u64(), data["bytes_down"].as_u64()),
+        (Some(sent as u64), Some(sent as u64)),
+        "{connection:#}"
+    );
+    assert!(data["duration_ms"].is_u64(), "{connection:#}");
+    assert_eq!(data["ended_by"], "client", "{connection:#}");
+    assert_eq!(connection["subject"], "alice");
+    assert_eq!(connection["source"], "127.0.0.2");
     adam.wait_audit("`connection_refused` from 127.0.0.3", Duration::from_secs(5), |e| {
         e["action"] == "connection_refused" && e["source"].as_str().is_some_and(|s| s.contains("127.0.0.3"))
     })
@@ -76,10 +89,8 @@ async fn auto_approved_grant_admits_only_its_source() {
     for wanted in ["requested", "activated", "opened"] {
         assert!(actions.iter().any(|a| a == wanted), "no {wanted} event for {id}:\n{}", show_events(&events));
     }
-    let requested = events
-        .iter()
-        .find(|e| e["action"] == "requested" && e["request_id"] == id.as_str())
-        .expect("requested event");
+    let requested =
+        events.iter().find(|e| e["action"] == "requested" && e["request_id"] == id.as_str()).expect("requested event");
     assert_eq!(requested["actor"], "alice");
     assert_eq!(requested["target"], "db");
     assert_eq!(requested["reason"], "INC-1 look at the replica lag");
@@ -125,8 +136,7 @@ async fn approval_flow_refuses_self_approval_and_opens_on_approval() {
     assert_refused(STRANGER, port).await;
     assert_eq!(echo.accepted().len(), 1);
 
-    // Approving again is a conflict, not a second approval.
-    carol.act(&id, "approve").await.problem(403, "self-approval");
+    // Approving an active request is a conflict, not a second approval.
     bob.act(&id, "approve").await.problem(409, "wrong-state");
 
     let events = server.login("adam").await.audit().await;
@@ -137,10 +147,8 @@ async fn approval_flow_refuses_self_approval_and_opens_on_approval() {
         "exactly one approval is audited:\n{}",
         show_events(&events)
     );
-    let approval = events
-        .iter()
-        .find(|e| e["action"] == "approved" && e["request_id"] == id.as_str())
-        .expect("approved event");
+    let approval =
+        events.iter().find(|e| e["action"] == "approved" && e["request_id"] == id.as_str()).expect("approved event");
     assert_eq!(approval["actor"], "bob");
     assert_eq!(approval["subject"], "carol");
 }
@@ -168,12 +176,8 @@ async fn two_approvals_need_two_distinct_approvers() {
 
     let twice = carol.act(&id, "approve").await.ok(200, "second approval");
     assert_eq!(twice["state"], "active", "{twice:#}");
-    let approvers: Vec<&str> = twice["approvals"]
-        .as_array()
-        .expect("approvals")
-        .iter()
-        .filter_map(|a| a["approver"].as_str())
-        .collect();
+    let approvers: Vec<&str> =
+        twice["approvals"].as_array().expect("approvals").iter().filter_map(|a| a["approver"].as_str()).collect();
     assert_eq!(approvers, ["bob", "carol"]);
     connect_ok(GRANTED, port).await;
 }
@@ -307,5 +311,123 @@ async fn revoke_ends_the_grant_and_cuts_traffic() {
         for wanted in ["revoked", "closed"] {
             assert!(actions.iter().any(|a| a == wanted), "no {wanted} for {id}:\n{}", show_events(&events));
         }
+    }
+}
+
+#[tokio::test]
+async fn explicit_source_must_lie_within_the_policy_networks() {
+    let (server, echo) =
+        server_with(Policy::auto("from-lab", &["group:dev"], &["db"]).sources(&["127.0.0.0/29"])).await;
+    let port = server.config.port("db");
+    let alice = server.login_from("alice", GRANTED).await;
+
+    // alice, at 127.0.0.2, asks for a grant for 127.0.0.3 (say, a jump host).
+    let grant = alice
+        .post("/api/v1/requests", json!({ "target": "db", "duration": "5m", "reason": "INC-8", "source": "127.0.0.3" }))
+        .await
+        .ok(201, "request for an explicit source");
+    assert_eq!(grant["source"], "127.0.0.3/32", "{grant:#}");
+    connect_ok(STRANGER, port).await;
+    assert_refused(GRANTED, port).await;
+    assert_eq!(echo.accepted().len(), 1);
+
+    let detail = alice
+        .post(
+            "/api/v1/requests",
+            json!({ "target": "db", "duration": "5m", "reason": "INC-8", "source": "127.0.0.8/29" }),
+        )
+        .await
+        .problem(422, "source-not-allowed");
+    assert!(detail.contains("127.0.0.8/29") && detail.contains("127.0.0.0/29"), "{detail}");
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let echo = Echo::start().await;
+    let config = Config::new()
+        .server("trusted_proxies = [\"127.0.0.4\"]")
+        .target("db", echo.addr)
+        .policy(Policy::auto("auto", &["group:dev"], &["db"]));
+    let server = TestServer::start(config).await;
+    let port = server.config.port("db");
+    let body = json!({ "target": "db", "duration": "5m", "reason": "INC-9" });
+
+    // From an untrusted peer the header is ignored: the grant binds to the peer.
+    let alice = server.login_from("alice", GRANTED).await;
+    let direct = alice
+        .post_with_header("/api/v1/requests", body.clone(), "x-forwarded-for", "127.0.0.3")
+        .await
+        .ok(201, "request with a spoofed X-Forwarded-For");
+    assert_eq!(direct["source"], "127.0.0.2/32", "{direct:#}");
+
+    // Through the trusted proxy, the forwarded address is the requester's.
+    let dave = server.login("dave").await.calling_from(PROXY);
+    let detail = dave.post("/api/v1/requests", body.clone()).await.problem(400, "bad-forwarded-for");
+    assert!(detail.contains("X-Forwarded-For"), "{detail}");
+    let proxied = dave
+        .post_with_header("/api/v1/requests", body, "x-forwarded-for", "127.0.0.3")
+        .await
+        .ok(201, "request through the trusted proxy");
+    assert_eq!(proxied["source"], "127.0.0.3/32", "{proxied:#}");
+    connect_ok(STRANGER, port).await;
+    assert_refused(PROXY, port).await;
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi_are_served() {
+    let (server, _echo) = server_with(Policy::auto("auto", &["group:dev"], &["db"])).await;
+    let alice = server.login("alice").await;
+    alice.request("db", "5m", "INC-10").await;
+    let anonymous = server.anonymous(LOCAL);
+
+    let health = anonymous.get("/healthz").await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    let ready = anonymous.get("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+
+    let metrics = anonymous.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.content_type.starts_with("text/plain"), "{}", metrics.content_type);
+    assert!(metrics.text.contains("ajar_requests{state=\"active\"} 1"), "{}", metrics.text);
+    assert!(metrics.text.contains("ajar_audit_events_total{action=\"requested\"}"), "{}", metrics.text);
+
+    let doc = anonymous.get("/api/v1/openapi.json").await.ok(200, "openapi");
+    for path in ["/api/v1/login", "/api/v1/requests", "/api/v1/requests/{id}/approve", "/api/v1/audit/verify"] {
+        assert!(doc["paths"].get(path).is_some(), "the OpenAPI document lacks {path}");
+    }
+
+    anonymous.get("/api/v1/nothing-here").await.problem(404, "no-such-endpoint");
+}
+
+#[tokio::test]
+async fn concurrent_approvals_are_never_lost_or_double_counted() {
+    let (server, _echo) =
+        server_with(Policy::approved_by("two-person", &["group:dev"], &["db"], 2, &["group:sre"])).await;
+    let alice = server.login_from("alice", GRANTED).await;
+    let bob = server.login("bob").await;
+    let carol = server.login("carol").await;
+    let adam = server.login("adam").await;
+
+    // Each round races two approvals of one request, and bob against
+    // himself; whatever the interleaving, every 200 is one counted approval
+    // and one audit event, and nobody counts twice.
+    for round in 0..5 {
+        let id = id(&alice.request("db", "5m", &format!("INC-race-{round}")).await);
+        let path = format!("/api/v1/requests/{id}/approve");
+        let (a, b, c) = tokio::join!(bob.post_empty(&path), carol.post_empty(&path), bob.post_empty(&path));
+        let accepted = [&a, &b, &c].iter().filter(|r| r.status == 200).count();
+        for r in [&a, &b, &c] {
+            assert!(matches!(r.status, 200 | 409), "round {round}: {} {}", r.status, r.text);
+        }
+        let now = alice.get_request(&id).await;
+        let approvals = now["approvals"].as_array().expect("approvals").len();
+        assert_eq!(approvals, accepted, "round {round}: {now:#}\n{a:?}\n{b:?}\n{c:?}");
+        let approvers: std::collections::BTreeSet<&str> =
+            now["approvals"].as_array().expect("approvals").iter().filter_map(|a| a["approver"].as_str()).collect();
+        assert_eq!(approvers.len(), approvals, "an approver counted twice: {now:#}");
+        assert_eq!(now["state"], if approvals == 2 { "active" } else { "pending" }, "{now:#}");
+        let events = adam.audit().await;
+        let audited = actions_for(&events, &id).iter().filter(|a| *a == "approved").count();
+        assert_eq!(audited, accepted, "round {round}:\n{}", show_events(&events));
     }
 }

@@ -46,18 +46,14 @@ async fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
         .problem(422, "duration-too-long");
     assert!(detail.contains("2h") && detail.contains("1h"), "names what was asked and the limit: {detail}");
 
-    let detail = request(json!({ "target": "nope", "duration": "5m", "reason": "INC-21" }))
-        .await
-        .problem(422, "unknown-target");
+    let detail =
+        request(json!({ "target": "nope", "duration": "5m", "reason": "INC-21" })).await.problem(422, "unknown-target");
     assert!(detail.contains("nope"), "{detail}");
 
-    let detail = request(json!({ "target": "db", "duration": "5m", "reason": "" }))
-        .await
-        .problem(422, "reason-required");
+    let detail =
+        request(json!({ "target": "db", "duration": "5m", "reason": "" })).await.problem(422, "reason-required");
     assert!(detail.contains("reason"), "{detail}");
-    let detail = request(json!({ "target": "db", "duration": "5m" }))
-        .await
-        .problem(422, "reason-required");
+    let detail = request(json!({ "target": "db", "duration": "5m" })).await.problem(422, "reason-required");
     assert!(detail.contains("reason"), "{detail}");
 
     let detail = request(json!({ "target": "db", "duration": "5m", "reason": "INC-21", "source": "0.0.0.0/0" }))
@@ -81,9 +77,7 @@ async fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
         .problem(400, "malformed-json");
     assert!(detail.contains("JSON"), "{detail}");
 
-    let detail = request(json!({ "target": "db", "reason": "INC-21" }))
-        .await
-        .problem(400, "invalid-body");
+    let detail = request(json!({ "target": "db", "reason": "INC-21" })).await.problem(400, "invalid-body");
     assert!(detail.contains("duration"), "names the missing field: {detail}");
 
     let detail = request(json!({ "target": "db", "duration": "5m", "reason": "INC-21", "extra": 1 }))
@@ -94,7 +88,7 @@ async fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
     // No token at all, and a token that was never issued.
     let detail = alice.without_token().ask("db", "5m", "INC-21").await.problem(401, "unauthenticated");
     assert!(detail.contains("token"), "{detail}");
-    let forged = Session { token: Some(format!("ajar_{}", "0".repeat(64))), ..alice.clone() };
+    let forged = alice.with_token(&format!("ajar_{}", "0".repeat(64)));
     forged.ask("db", "5m", "INC-21").await.problem(401, "unauthenticated");
 
     // Acting on a request that does not exist.
@@ -118,17 +112,13 @@ async fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
 #[tokio::test]
 async fn wrong_password_is_refused_and_audited_as_exactly_one_failed_login() {
     let echo = Echo::start().await;
-    let config = Config::new()
-        .target("db", echo.addr)
-        .policy(Policy::auto("auto", &["group:dev"], &["db"]));
+    let config = Config::new().target("db", echo.addr).policy(Policy::auto("auto", &["group:dev"], &["db"]));
     let server = TestServer::start(config).await;
     let adam = server.login("adam").await;
     let before = snapshot(&adam).await;
 
     let stranger = server.anonymous(GRANTED);
-    let resp = stranger
-        .post("/api/v1/login", json!({ "username": "alice", "password": "Tr0ub4dor&3" }))
-        .await;
+    let resp = stranger.post("/api/v1/login", json!({ "username": "alice", "password": "Tr0ub4dor&3" })).await;
     let detail = resp.problem(401, "unauthenticated");
     assert!(detail.contains("password"), "{detail}");
     assert!(resp.body.get("token").is_none(), "{}", resp.text);
@@ -159,9 +149,7 @@ async fn login_is_rate_limited_after_five_failures() {
     }
     // The sixth attempt is refused without looking at the password, even
     // when it is right.
-    let resp = attacker
-        .post("/api/v1/login", json!({ "username": "alice", "password": PASSWORD }))
-        .await;
+    let resp = attacker.post("/api/v1/login", json!({ "username": "alice", "password": PASSWORD })).await;
     let detail = resp.problem(429, "rate-limited");
     assert!(detail.contains("try again"), "{detail}");
     let retry_after: u64 = resp
@@ -182,10 +170,7 @@ async fn login_is_rate_limited_after_five_failures() {
     // Another user is not locked out by alice's failures.
     let bob = server.login_from("bob", GRANTED).await;
     let events = server.login("adam").await.audit().await;
-    let failed = events
-        .iter()
-        .filter(|e| e["action"] == "login_failed" && e["subject"] == "alice")
-        .count();
+    let failed = events.iter().filter(|e| e["action"] == "login_failed" && e["subject"] == "alice").count();
     assert_eq!(failed, 5, "{}", show_events(&events));
     assert!(
         !events.iter().any(|e| e["action"] == "login" && e["subject"] == "alice"),
@@ -198,10 +183,11 @@ async fn login_is_rate_limited_after_five_failures() {
 #[tokio::test]
 async fn expired_token_is_refused_and_changes_nothing() {
     let echo = Echo::start().await;
-    let config = Config::new()
-        .server("token_ttl = \"2s\"")
-        .target("db", echo.addr)
-        .policy(Policy::auto("auto", &["group:dev"], &["db"]));
+    let config = Config::new().server("token_ttl = \"2s\"").target("db", echo.addr).policy(Policy::auto(
+        "auto",
+        &["group:dev"],
+        &["db"],
+    ));
     let server = TestServer::start(config).await;
     let port = server.config.port("db");
 
@@ -216,7 +202,7 @@ async fn expired_token_is_refused_and_changes_nothing() {
         .await
         .ok(200, "second login");
     let expires_at = time(&resp, "expires_at");
-    let second = Session { token: resp["token"].as_str().map(str::to_owned), ..alice.clone() };
+    let second = alice.with_token(resp["token"].as_str().expect("token"));
     sleep_until(expires_at + chrono::Duration::milliseconds(200)).await;
 
     // A fresh admin token (its login is audited) to compare before/after.

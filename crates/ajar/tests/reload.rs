@@ -47,8 +47,7 @@ async fn reload_removing_a_target_revokes_its_grants_and_a_broken_file_is_reject
     assert_eq!(names, ["db"]);
     alice.ask("cache", "5m", "INC-71").await.problem(422, "unknown-target");
 
-    adam.wait_audit("`config_reloaded`", Duration::from_secs(3), |e| e["action"] == "config_reloaded")
-        .await;
+    adam.wait_audit("`config_reloaded`", Duration::from_secs(3), |e| e["action"] == "config_reloaded").await;
     let event = adam
         .wait_audit("`revoked` for the cache grant", Duration::from_secs(3), |e| {
             e["action"] == "revoked" && e["request_id"] == cache_grant.as_str()
@@ -61,8 +60,7 @@ async fn reload_removing_a_target_revokes_its_grants_and_a_broken_file_is_reject
     broken = broken.replacen("[server]\n", "[server]\ncolour = \"blue\"\n", 1);
     server.write_raw_config(&broken);
     server.sighup();
-    adam.wait_audit("`config_rejected`", Duration::from_secs(5), |e| e["action"] == "config_rejected")
-        .await;
+    adam.wait_audit("`config_rejected`", Duration::from_secs(5), |e| e["action"] == "config_rejected").await;
     let log = server.stderr();
     assert!(log.contains("colour"), "the server logs what is wrong with the file:\n{log}");
 
@@ -77,4 +75,34 @@ async fn reload_removing_a_target_revokes_its_grants_and_a_broken_file_is_reject
     assert_eq!(again["state"], "active");
     let health = reqwest::get(server.url("/healthz")).await.expect("healthz");
     assert!(health.status().is_success());
+}
+
+#[tokio::test]
+async fn reload_withdraws_what_the_new_policy_no_longer_allows() {
+    let echo = Echo::start().await;
+    let devs = Policy::approved_by("reviewed", &["group:dev"], &["db"], 1, &["group:sre"]);
+    let config = Config::new().target("db", echo.addr).policy(devs.clone());
+    let mut server = TestServer::start(config).await;
+    let port = server.config.port("db");
+    let alice = server.login_from("alice", GRANTED).await;
+    let dave = server.login_from("dave", STRANGER).await;
+    let bob = server.login("bob").await;
+
+    let active = id(&alice.request("db", "10m", "INC-73").await);
+    bob.act(&active, "approve").await.ok(200, "approve");
+    let pending = id(&dave.request("db", "10m", "INC-74").await);
+    let mut stream = connect_ok(GRANTED, port).await;
+
+    // Only SREs may request now: the devs' grant and request are withdrawn.
+    let sres = Policy::approved_by("reviewed", &["group:sre"], &["db"], 1, &["group:sre"]);
+    server.write_config(Config::new().target_on("db", echo.addr, port).policy(sres));
+    server.sighup();
+    let revoked = alice.wait_state(&active, "revoked", Duration::from_secs(5)).await;
+    assert_eq!(revoked["closed_by"], "ajar:system", "{revoked:#}");
+    closed_at(&mut stream, Duration::from_secs(2)).await;
+    assert_refused(GRANTED, port).await;
+    let denied = dave.wait_state(&pending, "denied", Duration::from_secs(5)).await;
+    assert_eq!(denied["closed_by"], "ajar:system", "{denied:#}");
+    assert!(denied["close_comment"].as_str().is_some_and(|c| c.contains("reload")), "{denied:#}");
+    assert_eq!(echo.accepted().len(), 1);
 }

@@ -13,10 +13,11 @@ use common::*;
 #[tokio::test]
 async fn grants_survive_kill_9_and_close_on_time() {
     let echo = Echo::start().await;
-    let config = Config::new()
-        .target("db", echo.addr)
-        .target("cache", echo.addr)
-        .policy(Policy::auto("auto", &["group:dev"], &["db", "cache"]));
+    let config = Config::new().target("db", echo.addr).target("cache", echo.addr).policy(Policy::auto(
+        "auto",
+        &["group:dev"],
+        &["db", "cache"],
+    ));
     let mut server = TestServer::start(config).await;
     let (db, cache) = (server.config.port("db"), server.config.port("cache"));
     let alice = server.login_from("alice", GRANTED).await;
@@ -76,18 +77,19 @@ async fn grants_survive_kill_9_and_close_on_time() {
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_active_grants_stay_active() {
     let echo = Echo::start().await;
-    let config = Config::new()
-        .target("db", echo.addr)
-        .policy(Policy::auto("auto", &["group:dev"], &["db"]));
+    let config = Config::new().target("db", echo.addr).policy(Policy::auto("auto", &["group:dev"], &["db"]));
     let mut server = TestServer::start(config).await;
     let port = server.config.port("db");
     let alice = server.login_from("alice", GRANTED).await;
     let grant = alice.request("db", "10m", "INC-41").await;
     let grant_id = id(&grant);
-    connect_ok(GRANTED, port).await;
+    // A live relay and an idle keep-alive API connection must not hold
+    // the exit up.
+    let mut live = connect_ok(GRANTED, port).await;
 
     let status = server.sigterm();
     assert!(status.success(), "SIGTERM should exit 0, got {status:?}\n{}", server.stderr());
+    closed_at(&mut live, Duration::from_secs(1)).await;
     // Once stopped, nothing listens on the gateway port.
     assert!(dial(GRANTED, port).await.is_err(), "the gateway still accepts after exit");
 

@@ -30,6 +30,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 pub const GRANTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// An address that never holds a grant.
 pub const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+/// A reverse proxy in front of the API, in tests that trust one.
+pub const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
 /// The default loopback address.
 pub const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 
@@ -52,10 +54,7 @@ pub fn password_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| {
         let salt = SaltString::encode_b64(b"ajar-black-box-tests").expect("a valid salt");
-        Argon2::default()
-            .hash_password(PASSWORD.as_bytes(), &salt)
-            .expect("hashing the test password")
-            .to_string()
+        Argon2::default().hash_password(PASSWORD.as_bytes(), &salt).expect("hashing the test password").to_string()
     })
 }
 
@@ -263,6 +262,8 @@ pub struct TestServer {
     dir: TempDir,
     pub config: Config,
     child: Option<Child>,
+    /// The subcommand and its arguments.
+    args: Vec<std::ffi::OsString>,
     /// `http://127.0.0.1:PORT`, shared with the sessions so that they follow
     /// a restart onto the new port.
     base: Arc<Mutex<String>>,
@@ -278,18 +279,33 @@ impl TestServer {
     /// Writes `config` into a fresh temporary directory and starts the
     /// server on it.
     pub async fn start(config: Config) -> Self {
-        let dir = tempfile::tempdir().expect("create a temporary directory");
-        let mut server = Self {
-            dir,
-            config,
-            child: None,
-            base: Arc::new(Mutex::new(String::new())),
-            stdout: Arc::new(Mutex::new(String::new())),
-            stderr: Arc::new(Mutex::new(String::new())),
-        };
+        let mut server = Self::new(config, Vec::new());
+        server.args = vec!["server".into(), "--config".into(), server.config_path().into()];
         server.write_config(server.config.clone());
         server.spawn().await;
         server
+    }
+
+    /// Runs `ajar up --dir DIR/ajar-data --listen 127.0.0.1:0` in a fresh
+    /// temporary directory (the test's [`Config`] is not used).
+    pub async fn up() -> Self {
+        let mut server = Self::new(Config::new(), Vec::new());
+        let data = server.dir().join("ajar-data");
+        server.args = vec!["up".into(), "--dir".into(), data.into(), "--listen".into(), "127.0.0.1:0".into()];
+        server.spawn().await;
+        server
+    }
+
+    fn new(config: Config, args: Vec<std::ffi::OsString>) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("create a temporary directory"),
+            config,
+            child: None,
+            args,
+            base: Arc::new(Mutex::new(String::new())),
+            stdout: Arc::new(Mutex::new(String::new())),
+            stderr: Arc::new(Mutex::new(String::new())),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -339,9 +355,8 @@ impl TestServer {
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "the server is already running");
         let mut child = Command::new(ajar_bin())
-            .arg("server")
-            .arg("--config")
-            .arg(self.config_path())
+            .args(&self.args)
+            .current_dir(self.dir.path())
             .env("AJAR_CONFIG_DIR", self.dir.path().join("server-client-config"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -406,10 +421,7 @@ impl TestServer {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid()])
-            .status()
-            .expect("run kill");
+        let status = Command::new("kill").args([signal, &self.pid()]).status().expect("run kill");
         assert!(status.success(), "kill {signal} failed");
     }
 
@@ -446,9 +458,7 @@ impl TestServer {
 
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().expect("poll the server").is_none())
+        self.child.as_mut().is_some_and(|c| c.try_wait().expect("poll the server").is_none())
     }
 
     /// Starts the server again on the same config and data dir.
@@ -496,11 +506,7 @@ impl Drop for TestServer {
 
 /// A reqwest client whose connections come from `ip`.
 pub fn client(ip: IpAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(ip)
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("build an HTTP client")
+    reqwest::Client::builder().local_address(ip).timeout(Duration::from_secs(20)).build().expect("build an HTTP client")
 }
 
 /// A caller of the API: an HTTP client bound to one address, and a token
@@ -572,8 +578,13 @@ impl Session {
     }
 
     /// The same token used from another address.
-    pub fn from_ip(&self, ip: IpAddr) -> Session {
+    pub fn calling_from(&self, ip: IpAddr) -> Session {
         Session { http: client(ip), ..self.clone() }
+    }
+
+    /// The same client with another token.
+    pub fn with_token(&self, token: &str) -> Session {
+        Session { token: Some(token.to_owned()), ..self.clone() }
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder, sent: String) -> Resp {
@@ -584,11 +595,8 @@ impl Session {
         let response = builder.send().await.unwrap_or_else(|e| panic!("{sent}: {e}"));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let content_type = headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type =
+            headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let text = response.text().await.unwrap_or_else(|e| panic!("{sent}: reading the body: {e}"));
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Resp { status, content_type, headers, text, body, sent }
@@ -602,6 +610,12 @@ impl Session {
     pub async fn post(&self, path: &str, body: Value) -> Resp {
         let sent = format!("POST {path} {body} as {:?}", self.name);
         self.send(self.http.post(self.url(path)).json(&body), sent).await
+    }
+
+    /// POST with an extra header, such as `X-Forwarded-For`.
+    pub async fn post_with_header(&self, path: &str, body: Value, header: &str, value: &str) -> Resp {
+        let sent = format!("POST {path} {body} with {header}: {value} as {:?}", self.name);
+        self.send(self.http.post(self.url(path)).header(header, value).json(&body), sent).await
     }
 
     /// POST with no body at all.
@@ -623,8 +637,7 @@ impl Session {
 
     /// POST /api/v1/requests.
     pub async fn ask(&self, target: &str, duration: &str, reason: &str) -> Resp {
-        self.post("/api/v1/requests", json!({ "target": target, "duration": duration, "reason": reason }))
-            .await
+        self.post("/api/v1/requests", json!({ "target": target, "duration": duration, "reason": reason })).await
     }
 
     /// Requests access and expects 201; returns the request.
@@ -639,8 +652,7 @@ impl Session {
 
     /// POST /api/v1/requests/{id}/{verb} with a comment.
     pub async fn act_with(&self, id: &str, verb: &str, comment: &str) -> Resp {
-        self.post(&format!("/api/v1/requests/{id}/{verb}"), json!({ "comment": comment }))
-            .await
+        self.post(&format!("/api/v1/requests/{id}/{verb}"), json!({ "comment": comment })).await
     }
 
     pub async fn get_request(&self, id: &str) -> Value {
@@ -671,10 +683,7 @@ impl Session {
         let mut events = Vec::new();
         let mut after = 0;
         loop {
-            let page = self
-                .get(&format!("/api/v1/audit?after={after}&limit=1000"))
-                .await
-                .ok(200, "read the audit log");
+            let page = self.get(&format!("/api/v1/audit?after={after}&limit=1000")).await.ok(200, "read the audit log");
             let batch = page["events"].as_array().expect("events array").clone();
             if batch.is_empty() {
                 return events;
@@ -806,9 +815,8 @@ pub async fn dial(from: IpAddr, port: u16) -> std::io::Result<TcpStream> {
 /// Opens a connection from `from` through the gateway on `port` and checks
 /// that it echoes.
 pub async fn connect_ok(from: IpAddr, port: u16) -> TcpStream {
-    let mut stream = dial(from, port)
-        .await
-        .unwrap_or_else(|e| panic!("connecting from {from} to gateway port {port}: {e}"));
+    let mut stream =
+        dial(from, port).await.unwrap_or_else(|e| panic!("connecting from {from} to gateway port {port}: {e}"));
     round_trip(&mut stream, format!("hello from {from}").as_bytes()).await;
     stream
 }
@@ -832,9 +840,9 @@ pub async fn assert_refused(from: IpAddr, port: u16) {
     // Writing may fail if the gateway already closed: that is refusal too.
     let _ = stream.write_all(b"let me in").await;
     let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .unwrap_or_else(|_| panic!("a connection from {from} to port {port} was neither closed nor answered within 5 s"));
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap_or_else(|_| {
+        panic!("a connection from {from} to port {port} was neither closed nor answered within 5 s")
+    });
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "a connection from {from} to port {port} should get nothing, got {read:?} ({:?})",
