@@ -457,6 +457,20 @@ impl Core {
         evaluate(catalog, &self.requester(catalog, request), &request.ask(), request.requester_addr)
     }
 
+    /// The verdict an approver acts under. A request that is no longer
+    /// pending says so first, whatever the policy says now.
+    fn current_verdict(
+        &self,
+        catalog: &Catalog,
+        request: &Request,
+        action: &'static str,
+    ) -> Result<Verdict, ajar_domain::Rejected> {
+        if request.state != RequestState::Pending {
+            return Err(ajar_domain::Rejected::WrongState { state: request.state.as_str(), action });
+        }
+        self.verdict(catalog, request).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))
+    }
+
     fn may_see(&self, catalog: &Catalog, who: &Principal, request: &Request) -> bool {
         who.name == request.requester
             || who.may_read_all_audit(catalog)
@@ -504,20 +518,14 @@ impl Core {
 
     pub async fn approve(&self, who: &Principal, id: &str, comment: Option<String>) -> Result<RequestView, CoreError> {
         self.command(who, id, |catalog, r, now| {
-            let verdict =
-                self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
-            r.approve(who, &verdict, comment, now)
+            r.approve(who, &self.current_verdict(catalog, r, "approved")?, comment, now)
         })
         .await
     }
 
     pub async fn deny(&self, who: &Principal, id: &str, comment: Option<String>) -> Result<RequestView, CoreError> {
-        self.command(who, id, |catalog, r, now| {
-            let verdict =
-                self.verdict(catalog, r).map_err(|e| ajar_domain::Rejected::NoLongerAllowed(e.to_string()))?;
-            r.deny(who, &verdict, comment, now)
-        })
-        .await
+        self.command(who, id, |catalog, r, now| r.deny(who, &self.current_verdict(catalog, r, "denied")?, comment, now))
+            .await
     }
 
     pub async fn cancel(&self, who: &Principal, id: &str) -> Result<RequestView, CoreError> {
