@@ -2,6 +2,9 @@
 //! out, errors as `application/problem+json`, an OpenAPI document generated
 //! from the handlers, health and Prometheus endpoints.
 //!
+//! The same router serves the web portal (`portal`): server-rendered pages
+//! over the same core calls, for people who would rather not use a CLI.
+//!
 //! The API never talks SQL and never decides policy: it authenticates,
 //! works out the caller's address, parses input into domain types and maps
 //! the core's answers to HTTP.
@@ -10,6 +13,7 @@ mod caller;
 pub mod dto;
 mod handlers;
 mod ops;
+mod portal;
 mod problem;
 
 use std::sync::Arc;
@@ -29,6 +33,8 @@ pub struct AppState {
     pub core: Arc<Core>,
     /// Peers whose `X-Forwarded-For` header is believed.
     pub trusted_proxies: Arc<Vec<IpNet>>,
+    /// Whether the server speaks HTTPS, so portal cookies are `Secure`.
+    pub tls: bool,
 }
 
 /// The whole HTTP surface. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
@@ -51,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found);
     Router::new()
         .nest("/api/v1", api)
+        .merge(portal::routes(state.clone()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -14,7 +14,7 @@ use ajar_domain::{
 use ajar_enforce::{plan, Driver, DriverError, GrantSpec, Opened};
 use ajar_store::{AuditScope, RequestFilter, Store, StoreError};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{error, info, warn};
 
 use crate::audit_file::AuditFile;
@@ -76,6 +76,8 @@ pub struct Core {
     limiter: LoginLimiter,
     metrics: Metrics,
     deadlines: OnceLock<mpsc::UnboundedSender<Deadline>>,
+    /// The sequence number of every audit event written, for live views.
+    changes: broadcast::Sender<i64>,
 }
 
 /// How many requests a listing returns at most.
@@ -100,6 +102,7 @@ impl Core {
             limiter: LoginLimiter::default(),
             metrics: Metrics::default(),
             deadlines: OnceLock::new(),
+            changes: broadcast::channel(256).0,
         })
     }
 
@@ -151,9 +154,20 @@ impl Core {
         Ok(())
     }
 
+    /// A stream of "something changed" signals (the newest audit sequence
+    /// number). It carries no details, so every signed-in view may have it;
+    /// views reload what their viewer may see.
+    pub fn subscribe(&self) -> broadcast::Receiver<i64> {
+        self.changes.subscribe()
+    }
+
     async fn after_audit(&self, written: &[AuditEvent]) {
         for event in written {
             self.metrics.record(event.action);
+        }
+        if let Some(last) = written.last() {
+            // No receivers is fine: nobody is watching.
+            let _ = self.changes.send(last.seq);
         }
         if let Some(file) = &self.audit_file {
             if let Err(e) = file.sync(self.store.as_ref()).await {
@@ -400,6 +414,12 @@ impl Core {
         Ok(Principal::new(user.name.clone(), user.groups.iter().cloned()))
     }
 
+    /// Ends a session: the token stops working at once.
+    pub async fn logout(&self, token: &str) -> Result<(), CoreError> {
+        self.store.delete_token(&auth::token_hash(token)).await?;
+        Ok(())
+    }
+
     // ---- targets ----------------------------------------------------------
 
     pub fn connect_info(&self, target: &Target) -> Option<Opened> {
@@ -455,6 +475,24 @@ impl Core {
 
     fn verdict(&self, catalog: &Catalog, request: &Request) -> Result<Verdict, ajar_domain::Rejected> {
         evaluate(catalog, &self.requester(catalog, request), &request.ask(), request.requester_addr)
+    }
+
+    /// Whether `who` may approve or deny `request` now (it is pending, they
+    /// are an eligible approver, and not its requester).
+    pub fn can_approve(&self, who: &Principal, request: &Request) -> bool {
+        let catalog = self.catalog();
+        request.state == RequestState::Pending
+            && self
+                .verdict(&catalog, request)
+                .is_ok_and(|v| policy::check_approver(&v, &request.requester, who).is_ok())
+    }
+
+    /// Whether `who` may revoke `request` (an admin or an eligible
+    /// approver).
+    pub fn can_revoke(&self, who: &Principal, request: &Request) -> bool {
+        let catalog = self.catalog();
+        let verdict = self.verdict(&catalog, request).ok();
+        request.state == RequestState::Active && may_revoke(request, who, verdict.as_ref(), who.is_admin(&catalog))
     }
 
     /// The verdict an approver acts under. A request that is no longer
@@ -742,6 +780,22 @@ impl Core {
             AuditScope::Person(who.name.to_string())
         };
         Ok(self.store.audit_page(&scope, after, limit.clamp(1, 1000)).await?)
+    }
+
+    /// Searches the audit log, newest first, within what `who` may read.
+    pub async fn audit_search(
+        &self,
+        who: &Principal,
+        filter: &ajar_store::AuditFilter,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, CoreError> {
+        let scope = if who.may_read_all_audit(&self.catalog()) {
+            AuditScope::All
+        } else {
+            AuditScope::Person(who.name.to_string())
+        };
+        Ok(self.store.audit_search(&scope, filter, before, limit.clamp(1, 1000)).await?)
     }
 
     /// Verifies the whole chain in the store, then that the audit file

@@ -47,6 +47,16 @@ pub enum AuditScope {
     Person(String),
 }
 
+/// Narrows an audit search; every field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<ajar_domain::Action>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Inserts a new request and appends `events`, atomically.
@@ -91,6 +101,19 @@ pub trait Store: Send + Sync {
 
     /// Forgets expired tokens; returns how many.
     async fn purge_tokens(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Forgets one token (sign-out); true if it existed.
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError>;
+
+    /// Audit events matching `filter` with `seq < before` (newest first), at
+    /// most `limit`: the audit page's search.
+    async fn audit_search(
+        &self,
+        scope: &AuditScope,
+        filter: &AuditFilter,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -11,7 +11,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
 
 use crate::codec::{micros, AuditRow, RequestRow};
-use crate::{AuditScope, RequestFilter, Store, StoreError};
+use crate::{AuditFilter, AuditScope, RequestFilter, Store, StoreError};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -20,6 +20,9 @@ pub struct SqliteStore {
     /// race-free within the process, and turns SQLITE_BUSY into waiting.
     write: Mutex<()>,
 }
+
+const AUDIT_COLUMNS: &str =
+    "seq, at, actor, action, target, source, request_id, subject, reason, data, prev_hash, hash";
 
 const REQUEST_COLUMNS: &str = "id, target, requester, requester_groups, requester_addr, reason, source, \
      duration_seconds, state, created_at, decide_by, starts_at, ends_at, approvals_required, approvals, \
@@ -236,7 +239,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_page(&self, scope: &AuditScope, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        let columns = "seq, at, actor, action, target, source, request_id, subject, reason, data, prev_hash, hash";
+        let columns = AUDIT_COLUMNS;
         let rows: Vec<AuditRow> = match scope {
             AuditScope::All => {
                 sqlx::query_as(&format!("SELECT {columns} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"))
@@ -292,6 +295,58 @@ impl Store for SqliteStore {
         let result =
             sqlx::query("DELETE FROM tokens WHERE expires_at <= ?").bind(micros(now)).execute(&self.pool).await?;
         Ok(result.rows_affected())
+    }
+
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+        let _write = self.write.lock().await;
+        let result = sqlx::query("DELETE FROM tokens WHERE hash = ?").bind(hash).execute(&self.pool).await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn audit_search(
+        &self,
+        scope: &AuditScope,
+        filter: &AuditFilter,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE seq < ?");
+        if matches!(scope, AuditScope::Person(_)) {
+            sql.push_str(" AND (subject = ? OR actor = ?)");
+        }
+        for (set, clause) in [
+            (filter.actor.is_some(), " AND actor = ?"),
+            (filter.target.is_some(), " AND target = ?"),
+            (filter.action.is_some(), " AND action = ?"),
+            (filter.since.is_some(), " AND at >= ?"),
+            (filter.until.is_some(), " AND at < ?"),
+        ] {
+            if set {
+                sql.push_str(clause);
+            }
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        let mut query = sqlx::query_as::<_, AuditRow>(&sql).bind(before);
+        if let AuditScope::Person(name) = scope {
+            query = query.bind(name.clone()).bind(name.clone());
+        }
+        if let Some(actor) = &filter.actor {
+            query = query.bind(actor.clone());
+        }
+        if let Some(target) = &filter.target {
+            query = query.bind(target.clone());
+        }
+        if let Some(action) = filter.action {
+            query = query.bind(action.as_str());
+        }
+        if let Some(since) = filter.since {
+            query = query.bind(micros(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.bind(micros(until));
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(AuditRow::into_event).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ajar_domain::policy::{Ask, Principal, Verdict};
 use ajar_domain::{Action, GrantDuration, Name, NewAuditEvent, Request, RequestId, RequestState, SourceNet, Timestamp};
-use ajar_store::{AuditScope, RequestFilter, SqliteStore, Store, StoreError};
+use ajar_store::{AuditFilter, AuditScope, RequestFilter, SqliteStore, Store, StoreError};
 
 fn at(secs: i64) -> Timestamp {
     chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + secs * 1000).expect("valid")
@@ -161,5 +161,38 @@ async fn tokens_expire_and_are_purged() {
         assert_eq!(store.token_user("h1", at(60)).await.expect("lookup"), None);
         assert_eq!(store.token_user("other", at(0)).await.expect("lookup"), None);
         assert_eq!(store.purge_tokens(at(61)).await.expect("purge"), 1);
+    }
+}
+
+#[tokio::test]
+async fn audit_search_filters_newest_first_and_tokens_can_be_deleted() {
+    for (backend, store, _dir) in stores().await {
+        let mut events = Vec::new();
+        for (i, actor) in ["alice", "bob", "alice", "carol"].iter().enumerate() {
+            let mut e = event(if i % 2 == 0 { Action::Login } else { Action::Requested }, "x");
+            e.actor = (*actor).into();
+            e.subject = Some((*actor).into());
+            e.at = at(i as i64 * 10);
+            events.push(e);
+        }
+        store.append_audit(events).await.expect("append");
+        let all = AuditFilter::default();
+        let newest_first = store.audit_search(&AuditScope::All, &all, i64::MAX, 10).await.expect("search");
+        assert_eq!(newest_first.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 3, 2, 1], "{backend}");
+        let alice = AuditFilter { actor: Some("alice".into()), ..Default::default() };
+        assert_eq!(store.audit_search(&AuditScope::All, &alice, i64::MAX, 10).await.expect("search").len(), 2);
+        let logins = AuditFilter { action: Some(Action::Login), since: Some(at(10)), ..Default::default() };
+        let found = store.audit_search(&AuditScope::All, &logins, i64::MAX, 10).await.expect("search");
+        assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+        let paged = store.audit_search(&AuditScope::All, &all, 3, 10).await.expect("search");
+        assert_eq!(paged.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 1]);
+        let bobs_view =
+            store.audit_search(&AuditScope::Person("bob".into()), &all, i64::MAX, 10).await.expect("search");
+        assert_eq!(bobs_view.len(), 1);
+
+        store.insert_token("h", "alice", at(0), at(100)).await.expect("insert");
+        assert!(store.delete_token("h").await.expect("delete"));
+        assert!(!store.delete_token("h").await.expect("delete"));
+        assert_eq!(store.token_user("h", at(1)).await.expect("lookup"), None);
     }
 }

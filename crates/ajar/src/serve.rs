@@ -69,7 +69,11 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let state = AppState { core: core.clone(), trusted_proxies: Arc::new(config.server.trusted_proxies.clone()) };
+    let state = AppState {
+        core: core.clone(),
+        trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
+        tls: config.server.tls.is_some(),
+    };
     let app = ajar_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
 

@@ -29,7 +29,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
         }
         let server = if url == "http://127.0.0.1:8080" { String::new() } else { format!(" --server {url}") };
         println!();
-        println!("Next, in another terminal:");
+        println!("Open {url} in a browser and sign in, or, in another terminal:");
         println!("  ajar login admin{server}");
         println!("  ajar targets");
         println!("  ajar connect ssh-local --for 15m --reason \"trying ajar\" -- ssh -p {{port}} {{host}}");
