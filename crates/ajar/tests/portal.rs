@@ -193,6 +193,16 @@ async fn request_approve_connect_release_and_audit_in_the_browser() {
         assert_ne!(first, later, "the countdown moves");
         shoot(&alice, "access-active").await;
 
+        // adam, an admin, sees the open grant with its enforcement status.
+        bob.find(Locator::Css(".who button")).await.expect("sign out").click().await.expect("click");
+        wait_for_text(&bob, "h1", "Sign in", Duration::from_secs(5)).await;
+        shoot(&bob, "sign-in").await;
+        sign_in(&bob, &server, "adam").await;
+        bob.goto(&server.url("/admin")).await.expect("admin");
+        let row = wait_for_text(&bob, "table.table tbody tr", "alice", Duration::from_secs(5)).await;
+        assert!(row.contains("open") && row.contains("Revoke"), "admin row: {row}");
+        shoot(&bob, "admin").await;
+
         // The browser signed in from 127.0.0.1, so the grant is for that address.
         let mut stream = connect_ok(LOCAL, port).await;
         round_trip(&mut stream, b"through the portal's grant").await;
@@ -286,6 +296,19 @@ async fn forms_without_csrf_and_approvals_by_non_approvers_are_refused() {
         assert!(response.text().await.expect("body").contains("security token"));
         let response = post("/logout".into(), "csrf=forged".into()).await.expect("post");
         assert_eq!(response.status().as_u16(), 403);
+        // A refused request shows the API's words next to the field concerned.
+        let response =
+            post("/targets/db-prod/request".into(), format!("csrf={csrf}&duration=9h&reason=x")).await.expect("post");
+        assert_eq!(response.status().as_u16(), 422);
+        let page = response.text().await.expect("body");
+        assert!(
+            page.contains(r#"<p class="field-error" id="dur-err-db-prod">duration 9h is longer than policy"#),
+            "the duration error sits under the duration field:\n{page}"
+        );
+        let response = post("/targets/db-prod/request".into(), format!("csrf={csrf}&duration=30m&reason=%20"))
+            .await
+            .expect("post");
+        assert!(response.text().await.expect("body").contains(r#"id="reason-err-db-prod">policy"#));
         // Nothing changed: the request is still pending, dave made none.
         let alice = server.login("alice").await;
         let state = alice.get(&format!("/api/v1/requests/{id}")).await.ok(200, "get")["state"].clone();
