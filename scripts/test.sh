@@ -13,9 +13,9 @@ log() { printf '\n==> %s\n' "$*"; }
 # --- what the tests need ----------------------------------------------------
 # Debian packages the tests use, as "command:package" pairs. procps gives
 # `kill` (signals to the server under test); chromium and chromium-driver
-# run the portal's browser tests.
+# run the portal's browser tests; socat is ajar-bench's forwarder baseline.
 apt_needed=()
-for pair in kill:procps curl:curl chromium:chromium chromedriver:chromium-driver; do
+for pair in kill:procps curl:curl chromium:chromium chromedriver:chromium-driver socat:socat; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || apt_needed+=("${pair#*:}")
 done
 if [ ${#apt_needed[@]} -gt 0 ]; then
