@@ -47,6 +47,7 @@ pub(crate) fn assemble(d: Drafts) -> Option<Config> {
     let values = |items: &[Located<Subject>]| items.iter().map(|i| i.value.clone()).collect();
     Some(Config {
         server: d.server?,
+        oidc: d.oidc?,
         catalog: Catalog {
             access: Access { admins: values(&d.access.admins), auditors: values(&d.access.auditors) },
             users: d.users.into_iter().map(|u| u.user).collect::<Option<_>>()?,
@@ -84,13 +85,16 @@ fn unique_names<'d>(r: &mut Reader<'_>, kind: &str, names: impl Iterator<Item = 
 struct Directory<'d> {
     users: BTreeMap<&'d Name, &'d [Name]>,
     external_groups: BTreeSet<&'d Name>,
+    /// Groups `oidc.group_map` gives to users who sign in through SSO.
+    mapped_groups: Vec<Name>,
 }
 
 impl<'d> Directory<'d> {
     fn new(d: &'d Drafts) -> Self {
         let users = d.users.iter().filter_map(|u| Some((&u.name.as_ref()?.value, u.groups.as_slice()))).collect();
         let external_groups = d.access.groups.iter().map(|g| &g.value).collect();
-        Self { users, external_groups }
+        let mapped_groups = crate::oidc::mapped_groups(d.oidc.as_ref().unwrap_or(&None));
+        Self { users, external_groups, mapped_groups }
     }
 
     fn has_local_member(&self, group: &Name) -> bool {
@@ -112,9 +116,13 @@ impl<'d> Directory<'d> {
                     name.as_str()
                 )
             }
-            Subject::Group(group) if !self.has_local_member(group) && !self.external_groups.contains(group) => {
+            Subject::Group(group)
+                if !self.has_local_member(group)
+                    && !self.external_groups.contains(group)
+                    && !self.mapped_groups.contains(group) =>
+            {
                 format!(
-                    "no user is in group {:?} and access.groups does not list it; add it to a user's groups, or to access.groups if its members come from elsewhere",
+                    "no user is in group {:?} and access.groups does not list it; add it to a user's groups, or to access.groups (or oidc.group_map) if its members come from elsewhere, such as the identity provider",
                     group.as_str()
                 )
             }
@@ -176,8 +184,9 @@ fn approvals_reachable(r: &mut Reader<'_>, directory: &Directory<'_>, policy: &P
     let Some(approvals) = &policy.approvals else {
         return;
     };
-    let external =
-        policy.approvers.iter().any(|a| matches!(&a.value, Subject::Group(g) if directory.external_groups.contains(g)));
+    let external = policy.approvers.iter().any(|a| {
+        matches!(&a.value, Subject::Group(g) if directory.external_groups.contains(g) || directory.mapped_groups.contains(g))
+    });
     if approvals.value == 0 || policy.approvers.is_empty() || external {
         return;
     }

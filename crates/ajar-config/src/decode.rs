@@ -25,6 +25,8 @@ pub(crate) struct Drafts {
     pub users: Vec<UserDraft>,
     pub targets: Vec<TargetDraft>,
     pub policies: Vec<PolicyDraft>,
+    /// `[oidc]`: `None` when invalid, `Some(None)` when absent.
+    pub oidc: Option<Option<crate::OidcSettings>>,
 }
 
 #[derive(Default)]
@@ -58,7 +60,7 @@ pub(crate) struct PolicyDraft {
     pub policy: Option<Policy>,
 }
 
-const TOP_KEYS: &[&str] = &["server", "access", "users", "targets", "policies"];
+const TOP_KEYS: &[&str] = &["server", "access", "users", "targets", "policies", "oidc"];
 const SERVER_KEYS: &[&str] =
     &["listen", "data_dir", "trusted_proxies", "tls", "approval_timeout", "token_ttl", "reconcile_interval"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -101,7 +103,11 @@ pub(crate) fn decode(r: &mut Reader<'_>, root: &Table, base: &Path) -> Drafts {
         Some(f) => r.tables(&f, POLICY_KEYS).iter().map(|t| policy(r, t)).collect(),
         None => Vec::new(),
     };
-    Drafts { server, server_listen, access, users, targets, policies }
+    let oidc = match root.get("oidc") {
+        Some(f) => crate::oidc::oidc(r, &f, base).map(Some),
+        None => Some(None),
+    };
+    Drafts { server, server_listen, access, users, targets, policies, oidc }
 }
 
 fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerSettings>, Option<Located<SocketAddr>>) {

@@ -40,6 +40,11 @@
 //! approvals = 1
 //! approvers = ["group:sre"]
 //! sources = ["10.8.0.0/16"]
+//!
+//! [oidc]                                 # single sign-on; see the `oidc` module
+//! issuer = "https://login.example.com"
+//! client_id = "ajar"
+//! client_secret_env = "AJAR_OIDC_SECRET"
 //! ```
 //!
 //! Checking is strict: unknown keys, wrong types, bad values and policies
@@ -56,6 +61,7 @@
 mod check;
 mod decode;
 mod error;
+mod oidc;
 mod reader;
 mod summary;
 mod values;
@@ -67,6 +73,7 @@ use std::time::Duration;
 use ajar_domain::{Catalog, GrantDuration};
 
 pub use error::{ConfigError, ConfigErrors};
+pub use oidc::{OidcSettings, Secret, SecretRef, TrustedTokens};
 pub use summary::summary;
 
 /// A checked config file.
@@ -74,6 +81,8 @@ pub use summary::summary;
 pub struct Config {
     pub server: ServerSettings,
     pub catalog: Catalog,
+    /// Single sign-on, when `[oidc]` is present.
+    pub oidc: Option<OidcSettings>,
 }
 
 /// How the server runs, from `[server]`.

@@ -494,7 +494,7 @@ approvals = 0
             (
                 "4:11",
                 "access.groups[0]",
-                "\"on call\" is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-'",
+                "\"on call\" is not a valid name: use 1 to 64 letters, digits, '.', '_', '-' or '@'",
             ),
             ("7:8", "users[0].name", "\"Alice Smith\" is not a valid name"),
             ("9:18", "users[0].groups[1]", "\"-ops\" is not a valid name"),

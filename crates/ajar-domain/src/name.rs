@@ -3,22 +3,23 @@
 use std::fmt;
 
 /// A name that is safe to show, log, use in a label selector and put in a
-/// URL path: 1 to 64 characters of ASCII letters, digits, `.`, `_` and `-`,
-/// starting with a letter or digit.
+/// URL path: 1 to 64 characters of ASCII letters, digits, `.`, `_`, `-` and
+/// `@`, starting with a letter or digit. `@` is there for users who sign in
+/// through single sign-on, who are named by their e-mail address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct Name(String);
 
 /// Why a string is not a valid [`Name`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")]
+#[error("{value:?} is not a valid name: use 1 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit")]
 pub struct InvalidName {
     pub value: String,
 }
 
 impl Name {
     pub fn parse(value: &str) -> Result<Self, InvalidName> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
         let valid = !value.is_empty()
             && value.len() <= 64
             && value.chars().all(ok_char)
@@ -53,10 +54,10 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names_and_rejects_the_rest() {
-        for ok in ["alice", "db-prod", "a", "team_1.x", "9lives"] {
+        for ok in ["alice", "db-prod", "a", "team_1.x", "9lives", "carol@example.com"] {
             assert!(Name::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", ".x", "a b", "env=prod", "ä", "group:x", &"x".repeat(65)] {
+        for bad in ["", "-x", ".x", "@x", "a b", "env=prod", "ä", "group:x", &"x".repeat(65)] {
             assert!(Name::parse(bad).is_err(), "{bad}");
         }
     }
