@@ -7,10 +7,16 @@
 //! backend (PostgreSQL) can implement it without the callers changing.
 
 mod codec;
+mod identity;
+#[macro_use]
+mod sql;
+mod postgres;
 mod sqlite;
 
 use ajar_domain::{AuditEvent, NewAuditEvent, Request, RequestId, RequestState, Timestamp};
 
+pub use identity::IdentityStore;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +28,42 @@ pub enum StoreError {
     Duplicate { id: String },
     #[error("the database holds a value ajar cannot read ({0}); was it edited by hand?")]
     Corrupt(String),
+    /// The database cannot be reached right now; retrying later may work.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("cannot migrate the database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        migrate_error(e)
+    }
+}
+
+/// A database migrated by a newer ajar is refused in words that say so.
+pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(version) => StoreError::Migrate(format!(
+            "the database has migration {version}, which this ajar ({}) does not know: a newer ajar has used it; \
+             run that version (or newer) instead",
+            env!("CARGO_PKG_VERSION")
+        )),
+        other => StoreError::Migrate(other.to_string()),
+    }
 }
 
 /// Which requests to list, newest first.
@@ -58,7 +96,7 @@ pub struct AuditFilter {
 }
 
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: IdentityStore + Send + Sync {
     /// Inserts a new request and appends `events`, atomically.
     async fn insert_request(
         &self,
@@ -117,4 +155,9 @@ pub trait Store: Send + Sync {
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Ids of requests changed by any process sharing this database, as
+    /// they commit (an empty id means "anything may have changed"). `None`
+    /// when no other process can share it (SQLite).
+    async fn watch_changes(&self) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<String>>, StoreError>;
 }
