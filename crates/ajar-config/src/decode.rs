@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ajar_domain::catalog::GatewaySettings;
+use ajar_domain::catalog::{GatewaySettings, NatSettings};
 use ajar_domain::{DriverKind, GrantDuration, Name, Policy, Subject, Target, TargetSelector, User};
 use toml_edit::Table;
 
@@ -66,8 +66,9 @@ const SERVER_KEYS: &[&str] =
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
 const USER_KEYS: &[&str] = &["name", "password_hash", "groups"];
-const TARGET_KEYS: &[&str] = &["name", "address", "driver", "labels", "gateway"];
+const TARGET_KEYS: &[&str] = &["name", "address", "driver", "labels", "gateway", "nftables", "iptables"];
 const GATEWAY_KEYS: &[&str] = &["listen", "public_host"];
+const NAT_KEYS: &[&str] = &["listen", "enable_forwarding"];
 const POLICY_KEYS: &[&str] =
     &["name", "subjects", "targets", "max_duration", "reason_required", "approvals", "approvers", "sources"];
 
@@ -275,27 +276,57 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
         Some(f) => r.table(f, GATEWAY_KEYS).map(|g| Some(gateway(r, &g))),
         None => Some(None),
     };
+    // The table of the kernel DNAT driver this target uses, if any; a table
+    // for a driver the target does not use is reported below.
+    let nat_key = driver.as_ref().map(|d| d.value).filter(|d| d.is_nat()).map(|d| d.as_str());
+    let nat = match nat_key.and_then(|key| t.get(key)) {
+        Some(f) => r.table(&f, NAT_KEYS).map(|n| Some(nat(r, &n, address.as_ref()))),
+        None => Some(None),
+    };
     if let Some(driver) = &driver {
-        let wants_gateway = driver.value == DriverKind::Gateway;
-        match (&gateway_field, wants_gateway) {
-            (None, true) => r.error(
-                &t.loc.child("gateway", Some(driver.loc.offset)),
-                "the gateway driver needs to know where to listen for this target; add gateway = { listen = \"0.0.0.0:15432\" }",
-            ),
-            (Some(f), false) => r.error(
-                &f.loc,
-                format!(
-                    "a gateway table only applies to targets with driver = \"gateway\", and this target uses {:?}; remove it",
-                    driver.value.as_str()
+        for kind in DriverKind::ALL {
+            let field = t.get(kind.as_str());
+            let wanted = driver.value == *kind;
+            match (field, wanted) {
+                (None, true) => {
+                    let example = match kind {
+                        DriverKind::Gateway => "gateway = { listen = \"0.0.0.0:15432\" }",
+                        DriverKind::Nftables => "nftables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)",
+                        DriverKind::Iptables => "iptables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)",
+                    };
+                    r.error(
+                        &t.loc.child(kind.as_str(), Some(driver.loc.offset)),
+                        format!("the {kind} driver needs to know where to listen for this target; add {example}"),
+                    );
+                }
+                (Some(f), false) => r.error(
+                    &f.loc,
+                    format!(
+                        "{} {kind} table only applies to targets with driver = \"{kind}\", and this target uses {:?}; remove it",
+                        if *kind == DriverKind::Iptables { "an" } else { "a" },
+                        driver.value.as_str()
+                    ),
                 ),
-            ),
-            _ => {}
+                _ => {}
+            }
         }
     }
-    let listen = gateway.as_ref().and_then(|g| g.as_ref()).and_then(|(listen, _)| listen.clone());
+    let listen = match (&gateway, &nat) {
+        (Some(Some((listen, _))), _) => listen.clone(),
+        (_, Some(Some(n))) => n.listen.clone(),
+        _ => None,
+    };
     let target = (|| {
         let gateway = match gateway? {
             Some((listen, public_host)) => Some(GatewaySettings { listen: listen?.value, public_host: public_host? }),
+            None => None,
+        };
+        let nat = match nat? {
+            Some(n) => Some(NatSettings {
+                listen: n.listen?.value,
+                destination: n.destination?,
+                enable_forwarding: n.enable_forwarding?,
+            }),
             None => None,
         };
         Some(Target {
@@ -304,9 +335,63 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
             driver: driver?.value,
             labels: labels.clone()?,
             gateway,
+            nat,
         })
     })();
     TargetDraft { name, labels: labels.unwrap_or_default(), listen, target }
+}
+
+/// A kernel DNAT driver's table, each part `None` when invalid.
+struct NatDraft {
+    listen: Option<Located<SocketAddr>>,
+    destination: Option<SocketAddr>,
+    enable_forwarding: Option<bool>,
+}
+
+/// Reads `nftables = { ... }` or `iptables = { ... }`. The kernel rewrites
+/// addresses without resolving names, so `listen` must be one of this
+/// host's own addresses and the target's `address` an IP of the same family.
+fn nat(r: &mut Reader<'_>, t: &TableView<'_>, address: Option<&Located<String>>) -> NatDraft {
+    let listen = r.required(t, "listen", "listen = \"10.77.1.1:2222\"").and_then(|f| {
+        r.parse(&f, |s| {
+            let addr = values::listen_addr(s)?;
+            if addr.ip().is_unspecified() || addr.ip().is_loopback() || addr.port() == 0 {
+                return Err(format!(
+                    "{s:?} cannot be DNATed: write this host's own address on the clients' network and a fixed port, such as 10.77.1.1:2222 or [fd77:1::1]:2222"
+                ));
+            }
+            Ok(addr)
+        })
+    });
+    let destination = address.and_then(|a| match a.value.parse::<SocketAddr>() {
+        Ok(dest) => Some(dest),
+        Err(_) => {
+            r.error(
+                &a.loc,
+                format!(
+                    "{:?} must be an IP address and port for a kernel DNAT driver (the kernel does not resolve names), such as 10.77.2.2:22 or [fd77:2::2]:22",
+                    a.value
+                ),
+            );
+            None
+        }
+    });
+    if let (Some(l), Some(d), Some(a)) = (&listen, &destination, address) {
+        if l.value.is_ipv4() != d.is_ipv4() {
+            r.error(
+                &a.loc,
+                format!(
+                    "{} and the listen address {} are of different IP families; DNAT cannot translate between IPv4 and IPv6, so use two addresses of the same family",
+                    a.value, l.value
+                ),
+            );
+        }
+    }
+    let enable_forwarding = match t.get("enable_forwarding") {
+        Some(f) => r.bool(&f),
+        None => Some(false),
+    };
+    NatDraft { listen, destination, enable_forwarding }
 }
 
 /// A gateway table's listen address and public host, each `None` when

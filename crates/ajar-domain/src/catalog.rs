@@ -19,6 +19,9 @@ pub struct Target {
     /// Settings of the built-in gateway, present exactly when `driver` is
     /// [`DriverKind::Gateway`].
     pub gateway: Option<GatewaySettings>,
+    /// Settings of the kernel DNAT drivers, present exactly when `driver` is
+    /// [`DriverKind::Nftables`] or [`DriverKind::Iptables`].
+    pub nat: Option<NatSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,19 +33,43 @@ pub struct GatewaySettings {
     pub public_host: Option<String>,
 }
 
+/// Where a kernel DNAT driver (nftables, iptables) takes connections for a
+/// target and where it sends them. Both addresses are IP literals of the
+/// same family: the kernel translates addresses, it does not resolve names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatSettings {
+    /// The gateway host's own address and port that clients connect to.
+    pub listen: SocketAddr,
+    /// The critical server (the target's `address`, parsed).
+    pub destination: SocketAddr,
+    /// Whether ajar may turn on IP forwarding at start when it is off,
+    /// instead of refusing to start.
+    pub enable_forwarding: bool,
+}
+
 /// How a path to a target is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DriverKind {
     Gateway,
+    Nftables,
+    Iptables,
 }
 
 impl DriverKind {
-    pub const ALL: &'static [DriverKind] = &[DriverKind::Gateway];
+    pub const ALL: &'static [DriverKind] = &[DriverKind::Gateway, DriverKind::Nftables, DriverKind::Iptables];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DriverKind::Gateway => "gateway",
+            DriverKind::Nftables => "nftables",
+            DriverKind::Iptables => "iptables",
         }
+    }
+
+    /// Whether the driver programs the kernel through DNAT and reads
+    /// [`Target::nat`].
+    pub fn is_nat(self) -> bool {
+        matches!(self, DriverKind::Nftables | DriverKind::Iptables)
     }
 
     pub fn parse(text: &str) -> Option<Self> {

@@ -37,6 +37,7 @@ fn catalog(approvals: u32, max_secs: u64, approver_mask: u8, sources: Vec<Source
             driver: DriverKind::Gateway,
             labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
             gateway: None,
+            nat: None,
         }],
         policies: vec![Policy {
             name: name("p"),

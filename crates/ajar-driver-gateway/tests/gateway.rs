@@ -77,6 +77,7 @@ fn target(name: &str, address: SocketAddr, listen: &str) -> Target {
         driver: DriverKind::Gateway,
         labels: Default::default(),
         gateway: Some(GatewaySettings { listen: listen.parse().unwrap(), public_host: None }),
+        nat: None,
     }
 }
 

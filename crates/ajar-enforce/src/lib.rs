@@ -121,6 +121,7 @@ mod tests {
             driver: DriverKind::Gateway,
             labels: Default::default(),
             gateway: None,
+            nat: None,
         }
     }
 
