@@ -31,6 +31,9 @@ pub enum Action {
     TimedOut,
     Login,
     LoginFailed,
+    /// An SSO user's groups at the identity provider differ from those
+    /// ajar last saw (first login included).
+    GroupsChanged,
     Connection,
     ConnectionRefused,
     ConfigReloaded,
@@ -39,7 +42,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::Requested,
         Action::Approved,
         Action::Denied,
@@ -55,6 +58,7 @@ impl Action {
         Action::TimedOut,
         Action::Login,
         Action::LoginFailed,
+        Action::GroupsChanged,
         Action::Connection,
         Action::ConnectionRefused,
         Action::ConfigReloaded,
@@ -79,6 +83,7 @@ impl Action {
             Action::TimedOut => "timed_out",
             Action::Login => "login",
             Action::LoginFailed => "login_failed",
+            Action::GroupsChanged => "groups_changed",
             Action::Connection => "connection",
             Action::ConnectionRefused => "connection_refused",
             Action::ConfigReloaded => "config_reloaded",

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod duration;
+pub mod identity;
 pub mod name;
 pub mod policy;
 pub mod request;
@@ -16,6 +17,7 @@ pub mod source;
 pub use audit::{Action, AuditEvent, ChainBreak, NewAuditEvent};
 pub use catalog::{Access, Catalog, DriverKind, Policy, Subject, Target, TargetSelector, User};
 pub use duration::GrantDuration;
+pub use identity::ExternalIdentity;
 pub use name::Name;
 pub use policy::{Ask, Principal, Rejected, Verdict};
 pub use request::{Change, Effect, Enforcement, EnforcementStatus, Request, RequestId, RequestState};
