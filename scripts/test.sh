@@ -13,9 +13,13 @@ log() { printf '\n==> %s\n' "$*"; }
 # --- what the tests need ----------------------------------------------------
 # Debian packages the tests use, as "command:package" pairs. procps gives
 # `kill` (signals to the server under test); chromium and chromium-driver
-# run the portal's browser tests; socat is ajar-bench's forwarder baseline.
+# run the portal's browser tests; socat is ajar-bench's forwarder baseline
+# and the kernel-driver tests' TCP client and server; ip (iproute2), nft
+# (nftables) and sysctl (procps) build and inspect the network
+# namespaces of those tests.
 apt_needed=()
-for pair in kill:procps curl:curl chromium:chromium chromedriver:chromium-driver socat:socat; do
+for pair in kill:procps curl:curl chromium:chromium chromedriver:chromium-driver socat:socat \
+  ip:iproute2 nft:nftables; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || apt_needed+=("${pair#*:}")
 done
 if [ ${#apt_needed[@]} -gt 0 ]; then

@@ -46,6 +46,9 @@ enum Command {
     Server {
         #[arg(long, short)]
         config: PathBuf,
+        /// Instead of running, remove everything ajar installed in the kernel's firewall (the nftables table inet ajar) and exit.
+        #[arg(long)]
+        cleanup: bool,
     },
     /// Check a config file and summarise it; exits 1 and lists every problem if it is wrong.
     CheckConfig { file: PathBuf },
@@ -168,7 +171,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = commands::Context { server: cli.server, json: cli.json };
     match cli.command {
         Command::Up { dir, listen } => up::run(&dir, listen).await,
-        Command::Server { config } => serve::run(&config, |_| {}).await,
+        Command::Server { config, cleanup: true } => serve::cleanup(&config).await,
+        Command::Server { config, cleanup: false } => serve::run(&config, |_| {}).await,
         Command::CheckConfig { file } => Ok(commands::check_config(&file)),
         Command::HashPassword => commands::hash_password(),
         Command::Login { username, password_stdin } => commands::login(&ctx, &username, password_stdin).await,

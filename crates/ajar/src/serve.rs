@@ -13,6 +13,7 @@ use ajar_core::audit_file::AuditFile;
 use ajar_core::{Core, CoreSettings, SystemClock};
 use ajar_domain::{Action, DriverKind, NewAuditEvent};
 use ajar_driver_gateway::{ConnectionEvent, ConnectionEventKind, Gateway};
+use ajar_driver_nftables::Nftables;
 use ajar_enforce::Driver;
 use ajar_store::SqliteStore;
 use anyhow::Context;
@@ -34,7 +35,10 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let audit_file = AuditFile::open(&data_dir.join("audit.jsonl"))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let gateway: Arc<dyn Driver> = Arc::new(Gateway::new(events_tx));
-    let drivers = BTreeMap::from([(DriverKind::Gateway, gateway)]);
+    // The nftables driver touches the kernel only once a target uses it, so a
+    // server without such targets needs neither nft nor CAP_NET_ADMIN.
+    let nftables: Arc<dyn Driver> = Arc::new(Nftables::new());
+    let drivers = BTreeMap::from([(DriverKind::Gateway, gateway), (DriverKind::Nftables, nftables)]);
     let core = Core::new(
         Arc::new(store),
         config.catalog.clone(),
@@ -118,6 +122,22 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let _ = scheduler.await;
     let _ = reconciler.await;
     recorder.abort();
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `ajar server --cleanup`: removes everything ajar installed in the
+/// kernel's firewall and exits. The database is left alone: active grants
+/// stay active and the next start opens them again.
+pub async fn cleanup(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
+    init_logging();
+    load_config(config_path)?;
+    let removed = Nftables::cleanup().await.context("cannot remove ajar's nftables table")?;
+    if removed {
+        println!("removed nftables table inet ajar: every DNAT rule and granted source ajar had installed is gone");
+        println!("grants stay active in the database; the next `ajar server` start opens them again unless you revoke them first");
+    } else {
+        println!("nothing to remove: there is no nftables table inet ajar");
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
