@@ -41,7 +41,7 @@ fn capability_set(status: &str, field: &str) -> Option<u64> {
 }
 
 /// Fails unless this process can change the kernel's firewall, and can pass
-/// that power on to the `nft` / `iptables` it runs.
+/// that power on to the `nft` it runs.
 pub fn require_net_admin(driver: &str) -> Result<(), DriverError> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| DriverError::permanent(format!("cannot read /proc/self/status to check capabilities: {e}")))?;
@@ -126,7 +126,7 @@ mod tests {
         assert!(check_net_admin("nftables", &status("1000", "0000000000001000", "0000000000001000")).is_ok());
         let none = check_net_admin("nftables", &status("1000", "0000000000000000", "0000000000000000"));
         assert!(none.unwrap_err().message.contains("needs the CAP_NET_ADMIN capability"));
-        let file_cap_only = check_net_admin("iptables", &status("1000", "0000000000001000", "0000000000000000"));
+        let file_cap_only = check_net_admin("nftables", &status("1000", "0000000000001000", "0000000000000000"));
         assert!(file_cap_only.unwrap_err().message.contains("ambient"));
     }
 }

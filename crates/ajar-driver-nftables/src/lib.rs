@@ -1,7 +1,6 @@
-//! Kernel-enforced DNAT drivers for a Linux gateway host: `nftables`, whose
-//! set elements carry kernel timeouts so access ends on time even while ajar
-//! is down, and `iptables`, the same model with ipset timeouts for hosts
-//! that must stay on iptables. See `docs/drivers/nftables.md`.
+//! The kernel-enforced DNAT driver for a Linux gateway host: `nftables`,
+//! whose set elements carry kernel timeouts so access ends on time even
+//! while ajar is down. See `docs/drivers/nftables.md`.
 
 mod host;
 mod nft;
