@@ -80,6 +80,10 @@ impl From<CoreError> for Problem {
             }
             CoreError::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
             CoreError::Conflict => Problem::new(StatusCode::CONFLICT, "conflict", detail),
+            CoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "the database is unreachable");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            }
             CoreError::Internal(cause) => {
                 // Logged once, here, with its cause; the caller learns nothing
                 // about the inside.

@@ -61,8 +61,16 @@ pub(crate) struct PolicyDraft {
 }
 
 const TOP_KEYS: &[&str] = &["server", "access", "users", "targets", "policies", "oidc"];
-const SERVER_KEYS: &[&str] =
-    &["listen", "data_dir", "trusted_proxies", "tls", "approval_timeout", "token_ttl", "reconcile_interval"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database",
+    "trusted_proxies",
+    "tls",
+    "approval_timeout",
+    "token_ttl",
+    "reconcile_interval",
+];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
 const USER_KEYS: &[&str] = &["name", "password_hash", "groups"];
@@ -123,6 +131,22 @@ fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerS
         Some(f) => path(r, &f, "ajar-data", base),
         None => Some(base.join("ajar-data")),
     };
+    let database = match t.get("database") {
+        Some(f) => r.string(&f).and_then(|url| {
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Some(Some(url.to_owned()))
+            } else {
+                r.error(
+                    &f.loc,
+                    "database must be a PostgreSQL URL such as \"postgres://ajar@127.0.0.1:5432/ajar\"; \
+                     leave it out to use SQLite in data_dir"
+                        .to_owned(),
+                );
+                None
+            }
+        }),
+        None => Some(None),
+    };
     let trusted_proxies = match t.get("trusted_proxies") {
         Some(f) => r
             .parsed_list(&f, "[\"10.0.0.5\", \"10.1.0.0/24\"]", values::network)
@@ -153,6 +177,7 @@ fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerS
         Some(ServerSettings {
             listen: listen.as_ref()?.value,
             data_dir: data_dir?,
+            database: database?,
             trusted_proxies: trusted_proxies?,
             tls: tls?,
             approval_timeout: approval_timeout?,

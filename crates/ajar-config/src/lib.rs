@@ -93,6 +93,10 @@ pub struct ServerSettings {
     /// Where the SQLite database and the audit file live; `ajar-data` next
     /// to the config file by default.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL for replicas sharing one database; without it,
+    /// SQLite in `data_dir`. The password is better given by `PGPASSWORD`
+    /// or `~/.pgpass` than in the URL.
+    pub database: Option<String>,
     /// Peers whose `X-Forwarded-For` header is believed. Empty means the
     /// client address is always the TCP peer's.
     pub trusted_proxies: Vec<ipnet::IpNet>,

@@ -21,6 +21,9 @@ pub enum CoreError {
     /// Someone else changed the request at the same moment.
     #[error("the request changed while your command ran (someone else acted on it); look at it again and retry")]
     Conflict,
+    /// The database cannot be reached; nothing changed. Retry shortly.
+    #[error("ajar cannot reach its database right now, so nothing was changed; try again in a moment")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -29,6 +32,7 @@ impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { .. } => CoreError::Conflict,
+            StoreError::Unavailable(cause) => CoreError::Unavailable(cause),
             other => CoreError::Internal(other.to_string()),
         }
     }

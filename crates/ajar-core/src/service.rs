@@ -15,7 +15,7 @@ use ajar_enforce::{plan, Driver, DriverError, GrantSpec, Opened};
 use ajar_store::{AuditScope, RequestFilter, Store, StoreError};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::audit_file::AuditFile;
 use crate::auth::{self, LoginLimiter};
@@ -346,10 +346,58 @@ impl Core {
                 self.after_audit(&written).await;
                 next
             }
+            // Another replica recorded the close first: exactly one "closed"
+            // per grant, and our own path is closed all the same.
+            Err(StoreError::Conflict { .. }) => {
+                debug!(request = %request.id, "another replica recorded this close first");
+                self.store.get_request(&request.id).await.ok().flatten().unwrap_or(next)
+            }
             Err(e) => {
                 error!(request = %request.id, error = %e, "cannot record the enforcement status");
                 next
             }
+        }
+    }
+
+    /// Another replica (or this one) committed a change to request `id`:
+    /// bring this replica's drivers and timers in line with it. An empty id
+    /// means changes may have been missed, so everything is reconciled.
+    pub async fn on_remote_change(&self, id: &str) {
+        // Live views reload on any change, whichever replica made it.
+        let _ = self.changes.send(0);
+        if id.is_empty() {
+            if let Err(e) = self.reconcile_once().await {
+                warn!(error = %e, "reconcile after a missed change failed; the next round retries");
+            }
+            return;
+        }
+        let Some(id) = RequestId::parse(id) else { return };
+        let request = match self.store.get_request(&id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(request = %id, error = %e, "cannot load a changed request; the reconciler will catch up");
+                return;
+            }
+        };
+        self.schedule(&request);
+        let catalog = self.catalog();
+        let Ok((target, driver)) = self.driver_for(&catalog, &request) else { return };
+        match (request.state, request.ends_at) {
+            (RequestState::Active, Some(ends_at)) => {
+                let spec = GrantSpec { id: request.id.clone(), target, source: request.source, ends_at };
+                // Local only: the replica that activated the grant records
+                // its enforcement; this one just enforces it too.
+                if let Err(e) = driver.open(&spec).await {
+                    warn!(request = %id, error = %e, "cannot open a grant made on another replica; the reconciler will retry");
+                }
+            }
+            (state, _) if state.is_final() => {
+                if let Err(e) = driver.close(&request.id).await {
+                    warn!(request = %id, error = %e, "cannot close a grant ended on another replica; the reconciler will retry");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -604,8 +652,12 @@ impl Core {
                         self.metrics.record_expiry_lag(u64::try_from(lag).unwrap_or(0));
                     }
                 }
-                if let Err(e) = self.apply(&request, change).await {
-                    warn!(request = %id, error = %e, "closing at the deadline failed; the reconciler will retry");
+                match self.apply(&request, change).await {
+                    Ok(_) => {}
+                    // Another replica's timer won: it expired the grant and
+                    // closes it; this replica's path closes on its notice.
+                    Err(CoreError::Conflict) => debug!(request = %id, "another replica handled this deadline"),
+                    Err(e) => warn!(request = %id, error = %e, "closing at the deadline failed; the reconciler will retry"),
                 }
             }
             // The timer fired a moment before the wall clock reached the
@@ -628,11 +680,10 @@ impl Core {
         let mut active = Vec::new();
         for request in live {
             match request.expire(now).or_else(|| request.time_out(now)) {
-                Some(change) => {
-                    if let Err(e) = self.apply(&request, change).await {
-                        warn!(request = %request.id, error = %e, "closing an overdue request failed");
-                    }
-                }
+                Some(change) => match self.apply(&request, change).await {
+                    Ok(_) | Err(CoreError::Conflict) => {}
+                    Err(e) => warn!(request = %request.id, error = %e, "closing an overdue request failed"),
+                },
                 None => {
                     self.schedule(&request);
                     if request.state == RequestState::Active {

@@ -3,6 +3,7 @@
 
 mod commands;
 mod credentials;
+mod database;
 mod output;
 mod serve;
 mod up;
@@ -49,6 +50,11 @@ enum Command {
         /// Instead of running, remove everything ajar installed in the kernel's firewall (the nftables table inet ajar) and exit.
         #[arg(long)]
         cleanup: bool,
+    },
+    /// Create or upgrade the database the config names (SQLite in data_dir, or [server] database) and exit.
+    Migrate {
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Check a config file and summarise it; exits 1 and lists every problem if it is wrong.
     CheckConfig { file: PathBuf },
@@ -173,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up { dir, listen } => up::run(&dir, listen).await,
         Command::Server { config, cleanup: true } => serve::cleanup(&config).await,
         Command::Server { config, cleanup: false } => serve::run(&config, |_| {}).await,
+        Command::Migrate { config } => database::migrate(&config).await,
         Command::CheckConfig { file } => Ok(commands::check_config(&file)),
         Command::HashPassword => commands::hash_password(),
         Command::Login { username, password_stdin } => commands::login(&ctx, &username, password_stdin).await,

@@ -15,7 +15,6 @@ use ajar_domain::{Action, DriverKind, NewAuditEvent};
 use ajar_driver_gateway::{ConnectionEvent, ConnectionEventKind, Gateway};
 use ajar_driver_nftables::Nftables;
 use ajar_enforce::Driver;
-use ajar_store::SqliteStore;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -29,9 +28,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let data_dir = &config.server.data_dir;
     create_private_dir(data_dir)?;
 
-    let store = SqliteStore::open(&data_dir.join("ajar.db"))
-        .await
-        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    let store = crate::database::open(&config).await?;
     let audit_file = AuditFile::open(&data_dir.join("audit.jsonl"))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let gateway: Arc<dyn Driver> = Arc::new(Gateway::new(events_tx));
@@ -40,7 +37,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let nftables: Arc<dyn Driver> = Arc::new(Nftables::new());
     let drivers = BTreeMap::from([(DriverKind::Gateway, gateway), (DriverKind::Nftables, nftables)]);
     let core = Core::new(
-        Arc::new(store),
+        store.clone(),
         config.catalog.clone(),
         settings(&config),
         drivers,
@@ -62,6 +59,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     // Drivers bind their listeners and anything that happened while ajar was
     // down is repaired before the API takes a single request.
     core.start().await.context("cannot start the drivers")?;
+    crate::database::follow(core.clone(), store.as_ref()).await?;
     let reconciler = ajar_core::reconcile::spawn(core.clone(), config.server.reconcile_interval, shutdown_rx.clone());
     let recorder = tokio::spawn(record_connections(core.clone(), events_rx));
 

@@ -8,8 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 use serde_json::Value;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 
 /// A server with some history: logins, a grant, a release.
 async fn server_with_history() -> (TestServer, Echo) {
@@ -66,15 +64,8 @@ async fn chain_verifies_and_an_edited_event_is_named() {
     // Forge one stored event behind the server's back.
     let target = events.iter().find(|e| e["seq"] == 3).expect("event 3");
     assert_ne!(target["reason"], "forged");
-    let mut db =
-        SqliteConnectOptions::new().filename(server.db_path()).connect().await.expect("open the server's database");
-    let changed = sqlx::query("UPDATE audit_events SET reason = 'forged' WHERE seq = 3")
-        .execute(&mut db)
-        .await
-        .expect("edit event 3")
-        .rows_affected();
+    let changed = server.execute_sql("UPDATE audit_events SET reason = 'forged' WHERE seq = 3").await;
     assert_eq!(changed, 1);
-    db.close().await.expect("close the database");
 
     let broken = cli.run(&["audit", "--verify"]).await;
     assert!(!broken.success(), "verification must fail after an edit:\n{broken}");

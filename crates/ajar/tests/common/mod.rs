@@ -255,6 +255,35 @@ impl Config {
     }
 }
 
+// ---- the database ---------------------------------------------------------
+
+/// The PostgreSQL server for tests (`postgres://user@host:port`), which
+/// ./scripts/test.sh starts; `None` when it is not set.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("AJAR_TEST_POSTGRES").ok().filter(|s| !s.is_empty())
+}
+
+/// A fresh, empty PostgreSQL database on the test server.
+pub async fn fresh_postgres() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let server = postgres_server().expect("AJAR_TEST_POSTGRES names the test PostgreSQL server");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+    let name = format!("ajar_bb_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let admin = sqlx::PgPool::connect(&format!("{server}/postgres")).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create a test database");
+    admin.close().await;
+    format!("{server}/{name}")
+}
+
+/// With `AJAR_TEST_BACKEND=postgres`, a fresh database for a test server.
+async fn backend_database() -> Option<String> {
+    match std::env::var("AJAR_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(fresh_postgres().await),
+        _ => None,
+    }
+}
+
 // ---- the server -----------------------------------------------------------
 
 /// A running `ajar server` with its own temporary directory; killed on drop.
@@ -279,6 +308,14 @@ impl TestServer {
     /// Writes `config` into a fresh temporary directory and starts the
     /// server on it.
     pub async fn start(config: Config) -> Self {
+        // With AJAR_TEST_BACKEND=postgres every server gets a fresh
+        // PostgreSQL database, so the whole suite runs on both backends.
+        let config = match backend_database().await {
+            Some(url) if !config.server.iter().any(|line| line.starts_with("database")) => {
+                config.server(&format!("database = {url:?}"))
+            }
+            _ => config,
+        };
         let mut server = Self::new(config, Vec::new());
         server.args = vec!["server".into(), "--config".into(), server.config_path().into()];
         server.write_config(server.config.clone());
@@ -322,6 +359,39 @@ impl TestServer {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir().join("ajar.db")
+    }
+
+    /// The PostgreSQL URL this server uses, if it is not on SQLite.
+    pub fn database_url(&self) -> Option<String> {
+        self.config
+            .server
+            .iter()
+            .find_map(|line| line.strip_prefix("database = "))
+            .map(|quoted| quoted.trim_matches('"').to_owned())
+    }
+
+    /// Runs one SQL statement on the server's database behind its back
+    /// (whichever backend it uses) and returns the rows it affected.
+    pub async fn execute_sql(&self, statement: &str) -> u64 {
+        use sqlx::Connection;
+        match self.database_url() {
+            Some(url) => {
+                let mut db = sqlx::PgConnection::connect(&url).await.expect("open the server's database");
+                let n = sqlx::query(statement).execute(&mut db).await.expect("run the statement").rows_affected();
+                db.close().await.expect("close the database");
+                n
+            }
+            None => {
+                let mut db = sqlx::SqliteConnection::connect_with(
+                    &sqlx::sqlite::SqliteConnectOptions::new().filename(self.db_path()),
+                )
+                .await
+                .expect("open the server's database");
+                let n = sqlx::query(statement).execute(&mut db).await.expect("run the statement").rows_affected();
+                db.close().await.expect("close the database");
+                n
+            }
+        }
     }
 
     pub fn base_url(&self) -> String {
