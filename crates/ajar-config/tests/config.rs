@@ -256,7 +256,7 @@ break_glass = true
 [extra]
 "#,
         &[
-            ("3:1", "server.lisen", "unknown key \"lisen\" (did you mean \"listen\"?); the keys allowed in server are listen, data_dir, trusted_proxies, tls, approval_timeout, token_ttl, reconcile_interval"),
+            ("3:1", "server.lisen", "unknown key \"lisen\" (did you mean \"listen\"?); the keys allowed in server are listen, data_dir, database, trusted_proxies, tls, approval_timeout, token_ttl, reconcile_interval"),
             ("4:40", "server.tls.chain", "allowed in server.tls are cert, key"),
             ("7:1", "access.admin", "(did you mean \"admins\"?)"),
             ("12:1", "users[0].email", "allowed in users[0] are name, password_hash, groups"),
@@ -1079,5 +1079,18 @@ nftables = { listen = "10.77.1.1:2225" }
             ("19:11", "targets[2].gateway", "a gateway table only applies to targets with driver = \"gateway\", and this target uses \"nftables\"; remove it"),
             ("26:12", "targets[3].nftables", "a nftables table only applies to targets with driver = \"nftables\""),
         ],
+    );
+}
+
+#[test]
+fn database_must_be_a_postgres_url() {
+    let ok = "[server]\ndatabase = \"postgres://ajar@127.0.0.1:5432/ajar\"\n";
+    let config = ajar_config::parse(std::path::Path::new("ajar.toml"), ok).expect("a PostgreSQL URL is accepted");
+    assert_eq!(config.server.database.as_deref(), Some("postgres://ajar@127.0.0.1:5432/ajar"));
+    let bad = "[server]\ndatabase = \"mysql://ajar@db/ajar\"\n";
+    let errors = ajar_config::parse(std::path::Path::new("ajar.toml"), bad).expect_err("mysql is refused").to_string();
+    assert!(
+        errors.contains("ajar.toml:2:") && errors.contains("server.database") && errors.contains("postgres://"),
+        "{errors}"
     );
 }
