@@ -271,3 +271,29 @@ async fn replicas_on_postgres_keep_one_chain_and_hear_each_others_changes() {
     let sqlite = SqliteStore::in_memory().await.expect("sqlite");
     assert!(sqlite.watch_changes().await.expect("ok").is_none());
 }
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_ajar_is_refused_in_words() {
+    // A migration this version does not know stands for a newer ajar.
+    let forge = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES (99990101000000, 'from the future', TRUE, X'00', 0)";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ajar.db");
+    drop(SqliteStore::open(&path).await.expect("create"));
+    let url = format!("sqlite://{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+    sqlx::query(forge).execute(&pool).await.expect("forge a future migration");
+    pool.close().await;
+    let error = SqliteStore::open(&path).await.err().expect("refused").to_string();
+    assert!(error.contains("newer ajar") && error.contains("99990101000000"), "{error}");
+
+    if let Some(server) = postgres_server() {
+        let url = fresh_postgres(&server).await;
+        drop(PgStore::connect(&url).await.expect("create"));
+        let pool = sqlx::PgPool::connect(&url).await.expect("open");
+        sqlx::query(&forge.replace("X'00'", "'\\x00'::bytea")).execute(&pool).await.expect("forge");
+        pool.close().await;
+        let error = PgStore::connect(&url).await.err().expect("refused").to_string();
+        assert!(error.contains("newer ajar"), "{error}");
+    }
+}
