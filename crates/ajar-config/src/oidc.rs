@@ -164,7 +164,10 @@ pub(crate) fn oidc(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> Option
             if skew <= MAX_SKEW {
                 return Some(skew);
             }
-            r.error(&f.loc, format!("{} of clock skew would accept tokens that long after they expire; use 5m or less", d.value));
+            r.error(
+                &f.loc,
+                format!("{} of clock skew would accept tokens that long after they expire; use 5m or less", d.value),
+            );
             None
         }),
         None => Some(Duration::from_secs(60)),

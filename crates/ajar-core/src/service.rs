@@ -657,7 +657,9 @@ impl Core {
                     // Another replica's timer won: it expired the grant and
                     // closes it; this replica's path closes on its notice.
                     Err(CoreError::Conflict) => debug!(request = %id, "another replica handled this deadline"),
-                    Err(e) => warn!(request = %id, error = %e, "closing at the deadline failed; the reconciler will retry"),
+                    Err(e) => {
+                        warn!(request = %id, error = %e, "closing at the deadline failed; the reconciler will retry")
+                    }
                 }
             }
             // The timer fired a moment before the wall clock reached the

@@ -12,7 +12,9 @@ pub struct Name(String);
 
 /// Why a string is not a valid [`Name`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a valid name: use 1 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit")]
+#[error(
+    "{value:?} is not a valid name: use 1 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit"
+)]
 pub struct InvalidName {
     pub value: String,
 }

@@ -13,7 +13,8 @@ use tracing::info;
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match &config.server.database {
         Some(url) => {
-            let store = PgStore::connect(url).await.with_context(|| format!("cannot use the database {}", redact(url)))?;
+            let store =
+                PgStore::connect(url).await.with_context(|| format!("cannot use the database {}", redact(url)))?;
             info!(database = %redact(url), "using PostgreSQL");
             Ok(Arc::new(store))
         }
@@ -29,7 +30,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 /// `ajar migrate`: brings the configured database's schema up to date.
 pub async fn migrate(config_path: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
-    let config = ajar_config::load(config_path).map_err(|errors| anyhow::anyhow!("the config has problems:\n{errors}"))?;
+    let config =
+        ajar_config::load(config_path).map_err(|errors| anyhow::anyhow!("the config has problems:\n{errors}"))?;
     if config.server.database.is_none() {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("cannot create {}", config.server.data_dir.display()))?;

@@ -218,8 +218,7 @@ impl OwnPostgres {
 
     fn start(&self) {
         let data = self.dir.path().join("data");
-        let options =
-            format!("-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off", self.port, data.display());
+        let options = format!("-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off", self.port, data.display());
         let log = data.join("log").display().to_string();
         self.pg_ctl(&["-w", "-l", &log, "-o", &options, "start"]);
     }
