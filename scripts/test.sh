@@ -29,6 +29,21 @@ if [ ${#apt_needed[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${apt_needed[@]}"
 fi
 
+# The SSO tests run a real OpenID Connect provider (npm oidc-provider,
+# pinned by its package-lock.json). `npm ci` only when the lock file is
+# newer than the installed tree, so repeated runs do not reinstall.
+oidc_dir=crates/ajar/tests/oidc-provider
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "installing Node.js for the OIDC provider the SSO tests use"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -f "$oidc_dir/node_modules/.package-lock.json" ] || [ "$oidc_dir/package-lock.json" -nt "$oidc_dir/node_modules/.package-lock.json" ]; then
+  log "npm ci in $oidc_dir"
+  (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is not installed: install Rust (https://rustup.rs) and run this again" >&2
   exit 1

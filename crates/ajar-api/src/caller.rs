@@ -36,7 +36,12 @@ where
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or_else(missing)?;
-        let principal = state.core.authenticate(token.trim()).await?;
+        let token = token.trim().to_owned();
+        if ajar_oidc::Sso::looks_like_jwt(&token) {
+            let addr = <ClientAddr as FromRequestParts<AppState>>::from_request_parts(parts, &state).await?.0;
+            return Ok(Caller(crate::sso::bearer(&state, &token, addr).await?));
+        }
+        let principal = state.core.authenticate(&token).await?;
         Ok(Caller(principal))
     }
 }

@@ -224,3 +224,44 @@ pub struct AuditVerifyDto {
     pub first_bad_seq: Option<i64>,
     pub problem: Option<String>,
 }
+
+/// Whether and how the server signs people in through SSO.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SsoInfo {
+    pub enabled: bool,
+    /// Whether the identity provider offers the device authorization grant.
+    pub device_flow: bool,
+    /// Whether local users may still sign in with a password.
+    pub local_users: bool,
+}
+
+/// A device sign-in started at the identity provider (RFC 8628).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SsoDevice {
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SsoDevicePoll {
+    pub device_code: String,
+}
+
+/// Where a CLI sign-in stands: `pending` (poll again) or `done` with a token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SsoStatus {
+    Pending,
+    Done(LoginResponse),
+}
+
+/// The one-time code of a loopback sign-in and the verifier that goes with it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SsoHandoff {
+    pub code: String,
+    pub verifier: String,
+}

@@ -15,6 +15,7 @@ mod handlers;
 mod ops;
 mod portal;
 mod problem;
+mod sso;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<IpNet>>,
     /// Whether the server speaks HTTPS, so portal cookies are `Secure`.
     pub tls: bool,
+    /// Single sign-on, when `[oidc]` is configured.
+    pub sso: Option<Arc<ajar_oidc::Sso>>,
 }
 
 /// The whole HTTP surface. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
@@ -42,6 +45,10 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/login", post(handlers::login))
+        .route("/sso", get(sso::info))
+        .route("/sso/device", post(sso::device_start))
+        .route("/sso/device/token", post(sso::device_poll))
+        .route("/sso/loopback/token", post(sso::loopback_token))
         .route("/targets", get(handlers::targets))
         .route("/requests", post(handlers::create_request).get(handlers::list_requests))
         .route("/requests/{id}", get(handlers::get_request))

@@ -5,7 +5,8 @@
 use std::fmt;
 
 pub use ajar_api::dto::{
-    AuditPage, AuditVerifyDto, CommentBody, CreateRequestBody, LoginBody, LoginResponse, RequestDto, TargetDto, WhoAmI,
+    AuditPage, AuditVerifyDto, CommentBody, CreateRequestBody, LoginBody, LoginResponse, RequestDto, SsoStatus,
+    TargetDto, WhoAmI,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -152,6 +153,27 @@ impl Client {
     pub async fn login(&self, username: &str, password: &str) -> Result<LoginResponse, ClientError> {
         let body = LoginBody { username: username.to_owned(), password: password.to_owned() };
         self.call(Method::POST, "/login", None, Some(&body)).await
+    }
+
+    /// Whether and how the server signs people in through SSO.
+    pub async fn sso_info(&self) -> Result<ajar_api::dto::SsoInfo, ClientError> {
+        self.call::<(), _>(Method::GET, "/sso", None, None).await
+    }
+
+    /// Starts a device sign-in at the server's identity provider.
+    pub async fn sso_device_start(&self) -> Result<ajar_api::dto::SsoDevice, ClientError> {
+        self.call::<(), _>(Method::POST, "/sso/device", None, None).await
+    }
+
+    pub async fn sso_device_poll(&self, device_code: &str) -> Result<ajar_api::dto::SsoStatus, ClientError> {
+        let body = ajar_api::dto::SsoDevicePoll { device_code: device_code.to_owned() };
+        self.call(Method::POST, "/sso/device/token", None, Some(&body)).await
+    }
+
+    /// Redeems a loopback sign-in's one-time code with its verifier.
+    pub async fn sso_loopback_token(&self, code: &str, verifier: &str) -> Result<LoginResponse, ClientError> {
+        let body = ajar_api::dto::SsoHandoff { code: code.to_owned(), verifier: verifier.to_owned() };
+        self.call(Method::POST, "/sso/loopback/token", None, Some(&body)).await
     }
 
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {

@@ -1,6 +1,8 @@
 //! The use cases, one method each: load, decide (pure), commit with audit,
 //! then enforce.
 
+mod sso;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -28,6 +30,9 @@ use crate::{Clock, CoreError};
 pub struct CoreSettings {
     pub approval_timeout: GrantDuration,
     pub token_ttl: GrantDuration,
+    /// Whether the config's `[[users]]` may sign in with a password
+    /// (`oidc.local_users`); true without SSO.
+    pub local_users: bool,
 }
 
 /// A target as a caller may see it: with the combined limits of the
@@ -78,6 +83,8 @@ pub struct Core {
     deadlines: OnceLock<mpsc::UnboundedSender<Deadline>>,
     /// The sequence number of every audit event written, for live views.
     changes: broadcast::Sender<i64>,
+    /// Hashes of JWT bearer tokens whose first use was audited.
+    seen_bearers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How many requests a listing returns at most.
@@ -103,6 +110,7 @@ impl Core {
             metrics: Metrics::default(),
             deadlines: OnceLock::new(),
             changes: broadcast::channel(256).0,
+            seen_bearers: std::sync::Mutex::default(),
         })
     }
 
@@ -410,6 +418,11 @@ impl Core {
         if let Err(retry_after_secs) = self.limiter.check(&shown, addr, started) {
             return Err(CoreError::RateLimited { retry_after_secs });
         }
+        if !self.settings().local_users {
+            return Err(CoreError::Forbidden(
+                "password sign-in is turned off on this server; sign in with SSO (`ajar login --sso`, or the portal's Sign in with SSO)",
+            ));
+        }
         let catalog = self.catalog();
         let user = catalog.user(username);
         let hash = user.map_or(auth::decoy_hash().to_owned(), |u| u.password_hash.clone());
@@ -458,8 +471,15 @@ impl Core {
         }
         let user = self.store.token_user(&auth::token_hash(token), self.now()).await?.ok_or_else(expired)?;
         let catalog = self.catalog();
-        let user = catalog.user(&user).ok_or_else(expired)?;
-        Ok(Principal::new(user.name.clone(), user.groups.iter().cloned()))
+        match catalog.user(&user) {
+            Some(local) if self.settings().local_users => {
+                Ok(Principal::new(local.name.clone(), local.groups.iter().cloned()))
+            }
+            Some(_) => Err(expired()),
+            // Not a local user: someone who signed in through SSO, with the
+            // groups of their latest sign-in.
+            None => self.external_principal(&user).await?.ok_or_else(expired),
+        }
     }
 
     /// Ends a session: the token stops working at once.
@@ -798,9 +818,14 @@ impl Core {
             .await?;
         let mut withdrawn = 0;
         for request in live {
-            let why = match catalog.user(request.requester.as_str()) {
-                None => Some(format!("config reload: user {} no longer exists", request.requester)),
-                Some(_) => self.verdict(&catalog, &request).err().map(|e| format!("config reload: {e}")),
+            // SSO users are not in the config; a database error is not a
+            // reason to withdraw anyone's access.
+            let known = catalog.user(request.requester.as_str()).is_some()
+                || !matches!(self.store.identity(request.requester.as_str()).await, Ok(None));
+            let why = if known {
+                self.verdict(&catalog, &request).err().map(|e| format!("config reload: {e}"))
+            } else {
+                Some(format!("config reload: user {} no longer exists", request.requester))
             };
             let Some(why) = why else { continue };
             if let Some(change) = request.withdraw(why, self.now()) {

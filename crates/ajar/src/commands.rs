@@ -84,6 +84,20 @@ pub async fn login(ctx: &Context, username: &str, password_stdin: bool) -> anyho
     let password = read_secret(&format!("Password for {username} at {server}: "), password_stdin)?;
     let client = Client::new(&server, None)?;
     let response = client.login(username, &password).await?;
+    save_login(ctx, &server, response)
+}
+
+/// `ajar login --sso`.
+pub async fn login_sso(ctx: &Context, loopback: bool, open_browser: bool) -> anyhow::Result<ExitCode> {
+    let saved = credentials::load();
+    let server = ctx.server(saved.as_ref());
+    let client = Client::new(&server, None)?;
+    let response = crate::sso_login::sso(&client, loopback, open_browser).await?;
+    save_login(ctx, &server, response)
+}
+
+fn save_login(ctx: &Context, server: &str, response: ajar_client::LoginResponse) -> anyhow::Result<ExitCode> {
+    let server = server.to_owned();
     let path = credentials::save(&Credentials {
         server: server.clone(),
         username: response.username.clone(),

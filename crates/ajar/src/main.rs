@@ -6,6 +6,7 @@ mod credentials;
 mod database;
 mod output;
 mod serve;
+mod sso_login;
 mod up;
 
 use std::net::SocketAddr;
@@ -60,9 +61,20 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Hash a password (read from stdin) for a user's password_hash in the config.
     HashPassword,
-    /// Log in as a local user and save the token (0600) for the other commands.
+    /// Log in (as a local user, or with --sso through the identity provider) and save the token (0600).
     Login {
-        username: String,
+        /// The local user to log in as (not with --sso).
+        #[arg(required_unless_present = "sso", conflicts_with = "sso")]
+        username: Option<String>,
+        /// Sign in through the server's identity provider: the device flow where the provider offers it, else a browser redirect to 127.0.0.1.
+        #[arg(long)]
+        sso: bool,
+        /// With --sso: use the browser redirect even if the provider offers the device flow.
+        #[arg(long, requires = "sso")]
+        loopback: bool,
+        /// With --sso: only print the sign-in URL instead of also opening a browser.
+        #[arg(long, requires = "sso")]
+        no_browser: bool,
         /// Read the password from stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
@@ -182,7 +194,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { config } => database::migrate(&config).await,
         Command::CheckConfig { file } => Ok(commands::check_config(&file)),
         Command::HashPassword => commands::hash_password(),
-        Command::Login { username, password_stdin } => commands::login(&ctx, &username, password_stdin).await,
+        Command::Login { username, sso, loopback, no_browser, password_stdin } => match username {
+            Some(username) if !sso => commands::login(&ctx, &username, password_stdin).await,
+            _ => commands::login_sso(&ctx, loopback, !no_browser).await,
+        },
         Command::Logout => commands::logout(),
         Command::Whoami => commands::whoami(&ctx).await,
         Command::Targets => commands::targets(&ctx).await,

@@ -75,6 +75,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
         core: core.clone(),
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         tls: config.server.tls.is_some(),
+        sso: sso(&config)?,
     };
     let app = ajar_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
@@ -143,8 +144,23 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
     ajar_config::load(path).map_err(|errors| anyhow::anyhow!("the config has problems:\n{errors}"))
 }
 
+/// Single sign-on from `[oidc]`, with its client secret read now so that a
+/// missing secret stops the start rather than the first sign-in.
+fn sso(config: &Config) -> anyhow::Result<Option<Arc<ajar_oidc::Sso>>> {
+    let Some(settings) = &config.oidc else { return Ok(None) };
+    let secret =
+        settings.client_secret.as_ref().map(ajar_oidc::resolve_secret).transpose().map_err(anyhow::Error::msg)?;
+    let sso = ajar_oidc::Sso::new(settings.clone(), secret).map_err(anyhow::Error::msg)?;
+    info!(issuer = %settings.issuer, local_users = settings.local_users, "single sign-on is on");
+    Ok(Some(Arc::new(sso)))
+}
+
 fn settings(config: &Config) -> CoreSettings {
-    CoreSettings { approval_timeout: config.server.approval_timeout, token_ttl: config.server.token_ttl }
+    CoreSettings {
+        approval_timeout: config.server.approval_timeout,
+        token_ttl: config.server.token_ttl,
+        local_users: config.oidc.as_ref().is_none_or(|o| o.local_users),
+    }
 }
 
 /// SIGHUP: a bad file is rejected whole and the running config stays.

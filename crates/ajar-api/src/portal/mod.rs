@@ -10,7 +10,7 @@
 //! style); maud escapes every interpolated value.
 
 mod pages;
-mod session;
+pub(crate) mod session;
 mod view;
 
 use axum::http::{header, HeaderValue};
@@ -26,6 +26,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
+        .route("/sso/start", get(crate::sso::start))
+        .route("/sso/callback", get(crate::sso::callback))
         .route("/targets", get(pages::targets))
         .route("/targets/{name}/request", post(pages::request))
         .route("/access", get(pages::access))
@@ -43,6 +45,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/static/app.js", get(pages::script))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The page a failed SSO sign-in ends on: what went wrong, and the way back.
+pub(crate) fn sso_failure_page(status: axum::http::StatusCode, detail: &str) -> Response {
+    pages::sign_in_failure(status, detail)
 }
 
 /// Headers every portal response carries.

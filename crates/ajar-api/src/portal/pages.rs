@@ -80,13 +80,32 @@ pub async fn home(headers: HeaderMap) -> Redirect {
     }
 }
 
+/// The sign-in page after a failed SSO sign-in.
+pub(crate) fn sign_in_failure(status: StatusCode, detail: &str) -> Response {
+    let content = html! {
+        section class="signin card" {
+            h1 { "Sign-in failed" }
+            (view::notice("error", detail))
+            p { a class="button primary" href="/login" { "Back to sign-in" } }
+        }
+    };
+    render(status, view::page("Sign-in failed", Nav::None, None, content))
+}
+
 fn login_page(state: &AppState, status: StatusCode, username: &str, error: Option<&str>) -> Response {
     let csrf = session::random_token();
+    let sso = state.sso.is_some();
+    let passwords = state.sso.as_ref().is_none_or(|s| s.local_users());
     let content = html! {
         section class="signin card" {
             h1 { "Sign in to ajar" }
             p class="muted" { "Ask for access to a server, for as long as you need it, and no longer." }
             @if let Some(e) = error { (view::notice("error", e)) }
+            @if sso {
+                p { a id="sso" class="button primary" href="/sso/start" { "Sign in with SSO" } }
+            }
+            @if passwords {
+            @if sso { p class="muted" { "Or with a local account:" } }
             form method="post" action="/login" class="stack" {
                 input type="hidden" name="csrf" value=(csrf);
                 label for="username" { "User name" }
@@ -94,6 +113,7 @@ fn login_page(state: &AppState, status: StatusCode, username: &str, error: Optio
                 label for="password" { "Password" }
                 input id="password" name="password" type="password" autocomplete="current-password" required;
                 button class="button primary" type="submit" { "Sign in" }
+            }
             }
         }
     };

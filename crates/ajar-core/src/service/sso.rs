@@ -1,0 +1,226 @@
+//! Identities an identity provider vouches for: SSO sign-ins (which issue
+//! an ajar token like a password login), JWT bearer tokens for automation,
+//! and failed attempts of either, each audited. The API verifies tokens
+//! (crate `ajar-oidc`); this module decides what a verified identity may
+//! become and records it.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ajar_domain::policy::Principal;
+use ajar_domain::{Action, ExternalIdentity, Name, NewAuditEvent, Timestamp};
+use ajar_store::StoreError;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::Core;
+use crate::auth;
+use crate::CoreError;
+
+/// How many distinct bearer tokens are remembered as already audited
+/// before the memory is cleared.
+const SEEN_BEARERS: usize = 10_000;
+
+/// The PKCE S256 challenge of a verifier (RFC 7636).
+pub fn challenge_of(verifier: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+fn handoff_hash(code: &str, challenge: &str) -> String {
+    auth::token_hash(&format!("ajar-sso-handoff:{code}:{challenge}"))
+}
+
+fn names(groups: &BTreeSet<Name>) -> Vec<&str> {
+    groups.iter().map(Name::as_str).collect()
+}
+
+impl Core {
+    fn identity_event(
+        &self,
+        identity: &ExternalIdentity,
+        action: Action,
+        addr: IpAddr,
+        data: serde_json::Value,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            at: self.now(),
+            actor: identity.name.to_string(),
+            action,
+            target: None,
+            source: Some(addr.to_string()),
+            request_id: None,
+            subject: Some(identity.name.to_string()),
+            reason: None,
+            data,
+        }
+    }
+
+    /// Records `identity`'s sign-in (creating it at the first, refreshing
+    /// its groups) with a `login` event and, when its groups differ from
+    /// last time, a `groups_changed` event, in one transaction. A name that
+    /// belongs to a local user or to another account is refused.
+    async fn save_sign_in(&self, identity: &ExternalIdentity, addr: IpAddr, method: &str) -> Result<(), CoreError> {
+        if self.catalog().user(identity.name.as_str()).is_some() {
+            self.record_failed_sign_in(Some(identity.name.as_str()), addr, method, "the name belongs to a local user")
+                .await?;
+            return Err(CoreError::Forbidden(
+                "this identity has the name of a local user of the config file, so ajar will not let the identity provider sign in as them; an administrator must rename or remove the local user",
+            ));
+        }
+        let previous = self.store.identity(identity.name.as_str()).await?;
+        let mut events = vec![self.identity_event(
+            identity,
+            Action::Login,
+            addr,
+            json!({ "method": method, "issuer": identity.issuer, "groups": names(&identity.groups) }),
+        )];
+        let before = previous.as_ref().map(|p| p.groups.clone());
+        if before.as_ref() != Some(&identity.groups) {
+            let before = before.unwrap_or_default();
+            events.push(self.identity_event(
+                identity,
+                Action::GroupsChanged,
+                addr,
+                json!({
+                    "before": names(&before),
+                    "after": names(&identity.groups),
+                    "added": names(&identity.groups.difference(&before).cloned().collect()),
+                    "removed": names(&before.difference(&identity.groups).cloned().collect()),
+                    "first_sign_in": previous.is_none(),
+                }),
+            ));
+        }
+        match self.store.save_identity(identity, self.now(), events).await {
+            Ok(written) => {
+                self.after_audit(&written).await;
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => {
+                self.record_failed_sign_in(
+                    Some(identity.name.as_str()),
+                    addr,
+                    method,
+                    "the name belongs to another account at the identity provider",
+                )
+                .await?;
+                Err(CoreError::Forbidden(
+                    "your identity provider account is not the one this name was first used by (an e-mail address that changed hands?), so ajar refuses it; an administrator must resolve this",
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Signs in an identity the provider vouched for (portal or CLI SSO)
+    /// and issues an ajar token, as a password login does.
+    pub async fn sso_login(
+        &self,
+        identity: &ExternalIdentity,
+        addr: IpAddr,
+        method: &str,
+    ) -> Result<(String, Timestamp), CoreError> {
+        self.save_sign_in(identity, addr, method).await?;
+        info!(user = %identity.name, %addr, method, groups = ?names(&identity.groups), "sso login");
+        self.issue_token(identity.name.as_str()).await
+    }
+
+    async fn issue_token(&self, name: &str) -> Result<(String, Timestamp), CoreError> {
+        let token = auth::new_token();
+        let now = self.now();
+        let expires_at = now + self.settings().token_ttl.as_chrono();
+        self.store.insert_token(&auth::token_hash(&token), name, now, expires_at).await?;
+        Ok((token, expires_at))
+    }
+
+    /// Signs in an identity for a CLI waiting on a loopback redirect: the
+    /// browser carries back only a one-time code, worth a token (within two
+    /// minutes, once) to whoever also holds the verifier whose SHA-256 is
+    /// `challenge` — the CLI that started the sign-in. The code is kept in
+    /// the token table under a hash that no bearer token can have, so every
+    /// replica can redeem it.
+    pub async fn sso_handoff(
+        &self,
+        identity: &ExternalIdentity,
+        addr: IpAddr,
+        challenge: &str,
+    ) -> Result<String, CoreError> {
+        self.save_sign_in(identity, addr, "sso-loopback").await?;
+        let code = auth::new_token().replacen("ajar_", "", 1);
+        let now = self.now();
+        let expires_at = now + chrono::Duration::seconds(120);
+        self.store.insert_token(&handoff_hash(&code, challenge), identity.name.as_str(), now, expires_at).await?;
+        Ok(code)
+    }
+
+    /// Redeems a loopback one-time code with its verifier for a token.
+    pub async fn redeem_handoff(&self, code: &str, verifier: &str) -> Result<(String, String, Timestamp), CoreError> {
+        let refused = || {
+            CoreError::Unauthenticated("this sign-in code is invalid, used or expired; run `ajar login --sso` again")
+        };
+        let challenge = challenge_of(verifier);
+        let hash = handoff_hash(code, &challenge);
+        let name = self.store.token_user(&hash, self.now()).await?.ok_or_else(refused)?;
+        // Deleting is what makes the code single-use, even across replicas.
+        if !self.store.delete_token(&hash).await? {
+            return Err(refused());
+        }
+        let (token, expires_at) = self.issue_token(&name).await?;
+        Ok((name, token, expires_at))
+    }
+
+    /// The principal a verified JWT bearer token stands for. The first use
+    /// of each token is audited as a login; the identity is saved (and
+    /// group changes audited) when it is new or its groups changed.
+    pub async fn bearer_principal(
+        &self,
+        identity: &ExternalIdentity,
+        token: &str,
+        addr: IpAddr,
+    ) -> Result<Principal, CoreError> {
+        let hash = auth::token_hash(token);
+        let first_use = {
+            let mut seen = self.seen_bearers.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= SEEN_BEARERS {
+                seen.clear();
+            }
+            seen.insert(hash)
+        };
+        if first_use {
+            self.save_sign_in(identity, addr, "jwt").await?;
+        }
+        Ok(Principal::new(identity.name.clone(), identity.groups.iter().cloned()))
+    }
+
+    /// Audits a failed SSO sign-in or a refused bearer token. `who` is the
+    /// name the attempt claimed, when it is known.
+    pub async fn record_failed_sign_in(
+        &self,
+        who: Option<&str>,
+        addr: IpAddr,
+        method: &str,
+        why: &str,
+    ) -> Result<(), CoreError> {
+        let shown: String = who.unwrap_or("unknown").chars().take(64).collect();
+        warn!(user = %shown, %addr, method, why, "failed sso login");
+        self.record(vec![NewAuditEvent {
+            at: self.now(),
+            actor: shown.clone(),
+            action: Action::LoginFailed,
+            target: None,
+            source: Some(addr.to_string()),
+            request_id: None,
+            subject: who.map(|_| shown),
+            reason: Some(why.chars().take(300).collect()),
+            data: json!({ "method": method }),
+        }])
+        .await
+    }
+
+    /// An SSO user as the policy engine sees them: with the groups of their
+    /// latest sign-in.
+    pub(super) async fn external_principal(&self, name: &str) -> Result<Option<Principal>, CoreError> {
+        Ok(self.store.identity(name).await?.map(|i| Principal::new(i.name, i.groups)))
+    }
+}

@@ -1,0 +1,421 @@
+//! Single sign-on against a real OpenID Connect provider: npm
+//! `oidc-provider` (a certified implementation) from
+//! `tests/oidc-provider/provider.mjs`, started on 127.0.0.1 for each test.
+//! No token here is minted by test code: every one comes from the provider.
+//!
+//! - JWT bearer tokens (client credentials): accepted with the provider's
+//!   groups; refused with a 401 that says why for a wrong audience, an
+//!   expired token, a tampered payload and a key the provider rotated away;
+//!   the rotated-in key is picked up without restarting ajar.
+//! - In headless Chromium: "Sign in with SSO" in the portal lands with the
+//!   IdP's (mapped) groups and a policy naming that group lets the user
+//!   request; `ajar login --sso` completes by the device flow and by the
+//!   loopback redirect; sign-ins and group changes are in the audit log.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Skips (printing why) outside CI; fails in CI.
+fn skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+}
+
+/// The provider process, killed on drop.
+struct Provider {
+    child: Child,
+    issuer: String,
+}
+
+impl Provider {
+    fn start() -> Option<Self> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc-provider");
+        if !dir.join("node_modules/oidc-provider").exists() {
+            skip("tests/oidc-provider/node_modules is missing (./scripts/test.sh runs `npm ci` there)");
+            return None;
+        }
+        let mut child = match Command::new("node")
+            .arg("provider.mjs")
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                skip(&format!("node cannot be run ({e}); install Node.js 20 or later"));
+                return None;
+            }
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let issuer = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                _ => panic!("the OIDC provider exited before listening"),
+            }
+        };
+        // Keep draining its output so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Some(Self { child, issuer })
+    }
+
+    /// A JWT access token from the client credentials grant.
+    async fn client_token(&self, client: &str, resource: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials"), ("scope", "api")];
+        if let Some(resource) = resource {
+            form.push(("resource", resource));
+        }
+        let response: Value = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client, Some("ci-test-secret"))
+            .form(&form)
+            .send()
+            .await
+            .expect("token request")
+            .json()
+            .await
+            .expect("token response");
+        response["access_token"].as_str().unwrap_or_else(|| panic!("no access token: {response}")).to_owned()
+    }
+
+    /// Replaces the provider's signing key; the old one leaves the JWKS.
+    async fn rotate_keys(&self) {
+        let status = reqwest::Client::new()
+            .post(format!("{}/__test/rotate", self.issuer))
+            .send()
+            .await
+            .expect("rotate")
+            .status();
+        assert_eq!(status, 204);
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test config with an `[oidc]` section for `issuer`. The harness's
+/// `Config` renders `[server]` lines first, so the section rides in on one
+/// (the tables after it start with their own headers).
+fn config(issuer: &str, echo: std::net::SocketAddr) -> Config {
+    let oidc = format!(
+        r#"
+[oidc]
+issuer = "{issuer}"
+client_id = "ajar"
+client_secret_env = "AJAR_TEST_OIDC_SECRET"
+scopes = ["openid", "email", "groups"]
+group_map = {{ "idp-dev" = "developers", "ci" = "ci" }}
+allowed_email_domains = ["example.com"]
+clock_skew = "1s"
+
+[[oidc.trusted_tokens]]
+issuer = "{issuer}"
+audience = "urn:ajar"
+"#
+    );
+    Config::new()
+        .target("db", echo)
+        .policy(Policy::auto("idp-developers", &["group:developers"], &["db"]))
+        .policy(Policy::auto("ci", &["group:ci"], &["db"]))
+        .server(&oidc)
+}
+
+async fn start(provider: &Provider, echo: std::net::SocketAddr) -> TestServer {
+    // The server reads the client secret from its environment; the harness
+    // passes its own environment on.
+    std::env::set_var("AJAR_TEST_OIDC_SECRET", "ajar-test-secret");
+    TestServer::start(config(&provider.issuer, echo)).await
+}
+
+fn tamper(token: &str) -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let payload = String::from_utf8(engine.decode(parts[1]).expect("payload")).expect("utf-8");
+    let forged = payload.replace("\"groups\":[\"ci\"]", "\"groups\":[\"admins\"]");
+    assert_ne!(forged, payload, "the payload names the ci group");
+    format!("{}.{}.{}", parts[0], engine.encode(forged), parts[2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_jwts_are_bearer_tokens_and_bad_ones_are_refused_with_why() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let server = start(&provider, echo.addr).await;
+    let anon = server.anonymous(std::net::IpAddr::from([127, 0, 0, 1]));
+
+    // A CI job's token: its groups come from the provider.
+    let token = provider.client_token("ci", None).await;
+    let ci = anon.with_token(&token);
+    let me = ci.get("/api/v1/whoami").await.ok(200, "whoami with a provider JWT");
+    assert_eq!((me["username"].as_str(), &me["groups"]), (Some("ci"), &json!(["ci"])));
+    ci.ask("db", "5m", "deploy").await.ok(201, "a trusted token may request what its policy allows");
+
+    // A token for another audience.
+    let other = anon.with_token(&provider.client_token("ci", Some("urn:other")).await);
+    let why = other.get("/api/v1/whoami").await.problem(401, "invalid-token");
+    assert!(why.contains("another audience (urn:other)"), "{why}");
+
+    // A payload changed after signing.
+    let why = anon.with_token(&tamper(&token)).get("/api/v1/whoami").await.problem(401, "invalid-token");
+    assert!(why.contains("signature does not match"), "{why}");
+
+    // An expired token (1 s lifetime, 1 s skew).
+    let short = provider.client_token("ci-short", None).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let why = anon.with_token(&short).get("/api/v1/whoami").await.problem(401, "invalid-token");
+    assert!(why.contains("expired"), "{why}");
+
+    // The provider rotates its key. A token signed by the new key makes
+    // ajar fetch the JWKS again (no restart), and from then on a token
+    // signed by the retired key is refused.
+    provider.rotate_keys().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let fresh = anon.with_token(&provider.client_token("ci", None).await);
+    fresh.get("/api/v1/whoami").await.ok(200, "a token signed by the rotated-in key");
+    let why = ci.get("/api/v1/whoami").await.problem(401, "invalid-token");
+    assert!(why.contains("unknown key"), "{why}");
+
+    // None of the answers repeats the token.
+    assert!(!why.contains(&token[..20]));
+
+    // The audit log has the sign-in, the first groups and every refusal.
+    let admin = server.login("adam").await;
+    let audit = admin.get("/api/v1/audit?limit=500").await.ok(200, "audit");
+    let events = audit["events"].as_array().cloned().unwrap_or_default();
+    let count = |action: &str| events.iter().filter(|e| e["action"] == action).count();
+    assert!(events.iter().any(|e| e["action"] == "login" && e["actor"] == "ci"), "{audit}");
+    assert!(events.iter().any(|e| e["action"] == "groups_changed" && e["actor"] == "ci"), "{audit}");
+    assert_eq!(count("login_failed"), 4, "{audit}");
+    for kind in ["wrong_audience", "bad_signature", "expired", "unknown_key"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["action"] == "login_failed" && e["reason"].as_str().unwrap_or("").starts_with(kind)),
+            "no refusal audited as {kind}: {audit}"
+        );
+    }
+}
+
+// ---- in the browser -------------------------------------------------------
+
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Option<Self> {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            skip("chromium and chromium-driver are not installed (./scripts/test.sh installs them)");
+            return None;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { child, url: format!("http://127.0.0.1:{port}") })
+    }
+
+    async fn browser(&self, profile: &tempfile::TempDir) -> Client {
+        let args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".to_owned(), json!({ "binary": CHROMIUM, "args": args }));
+        ClientBuilder::rustls().expect("rustls").capabilities(caps).connect(&self.url).await.expect("open a browser")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Clicks through the provider's pages (its development login form, where
+/// any password works, the consent and device-confirmation pages) as
+/// `login`, until the browser is at a URL starting with `done` or a page
+/// saying `done_text`.
+async fn through_provider(browser: &Client, provider: &Provider, login: &str, done: &str, done_text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = browser.current_url().await.expect("url").to_string();
+        let page = browser.source().await.unwrap_or_default();
+        if url.starts_with(done) || (!done_text.is_empty() && page.contains(done_text)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stuck at {url}:\n{page}");
+        if url.starts_with(&provider.issuer) {
+            if let Ok(field) = browser.find(Locator::Css("input[name=login]")).await {
+                field.send_keys(login).await.expect("type login");
+                browser
+                    .find(Locator::Css("input[name=password]"))
+                    .await
+                    .expect("password")
+                    .send_keys("x")
+                    .await
+                    .expect("type");
+                browser.find(Locator::Css("button[type=submit]")).await.expect("sign-in").click().await.expect("click");
+            } else if let Ok(button) = browser.find(Locator::Css("button[autofocus], button[type=submit]")).await {
+                button.click().await.expect("continue");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs `ajar login --sso ARGS` and returns it with the sign-in URL it
+/// printed.
+fn cli_login(server: &TestServer, home: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(ajar_bin())
+        .args(["login", "--sso", "--no-browser"])
+        .args(args)
+        .env("AJAR_SERVER", server.base_url())
+        .env("AJAR_CONFIG_DIR", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ajar login --sso");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("To sign in, open ") {
+                    break url.trim().to_owned();
+                }
+            }
+            _ => panic!("ajar login --sso printed no sign-in URL"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn wait_success(mut child: Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+            assert!(status.success(), "ajar login --sso failed: {out}");
+            return out;
+        }
+        assert!(Instant::now() < deadline, "ajar login --sso did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn saved_username(home: &Path) -> String {
+    let text = std::fs::read_to_string(home.join("credentials.json")).expect("saved credentials");
+    let saved: Value = serde_json::from_str(&text).expect("json");
+    saved["username"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_and_cli_sign_in_through_the_provider() {
+    let Some(provider) = Provider::start() else { return };
+    let Some(driver) = Driver::start() else { return };
+    let echo = Echo::start().await;
+    let server = start(&provider, echo.addr).await;
+    let profile = tempfile::tempdir().expect("dir");
+    let browser = driver.browser(&profile).await;
+
+    let outcome = async {
+        // The portal: Sign in with SSO, as carol (IdP groups idp-dev, staff).
+        browser.goto(&server.url("/login")).await.expect("sign-in page");
+        browser.find(Locator::Id("sso")).await.expect("the SSO button").click().await.expect("click");
+        through_provider(&browser, &provider, "carol", &server.url("/access"), "").await;
+        let who = browser.find(Locator::Css(".who")).await.expect("signed in").text().await.expect("text");
+        assert!(who.contains("carol@example.com"), "{who}");
+
+        // Her mapped group lets her request through the policy that names it.
+        let cookie = browser.get_named_cookie("ajar_session").await.expect("session cookie");
+        let carol = server.anonymous(std::net::IpAddr::from([127, 0, 0, 1])).with_token(cookie.value());
+        let me = carol.get("/api/v1/whoami").await.ok(200, "whoami");
+        assert_eq!(me["groups"], json!(["developers", "staff"]), "{me}");
+        let request = carol.request("db", "10m", "INC-1").await;
+        assert_eq!(request["state"], "active", "{request}");
+        browser.goto(&server.url("/targets")).await.expect("targets");
+        let targets = browser.find(Locator::Css("main")).await.expect("main").text().await.expect("text");
+        assert!(targets.contains("db"), "{targets}");
+
+        // The CLI by the device flow (the provider offers it).
+        let home = tempfile::tempdir().expect("dir");
+        let (child, url) = cli_login(&server, home.path(), &[]);
+        assert!(url.starts_with(&provider.issuer), "{url}");
+        browser.goto(&url).await.expect("device page");
+        through_provider(&browser, &provider, "carol", "\u{0}", "Sign-in Success").await;
+        let out = wait_success(child);
+        assert!(out.contains("as carol@example.com"), "{out}");
+        assert_eq!(saved_username(home.path()), "carol@example.com");
+
+        // The CLI by the loopback redirect.
+        let home = tempfile::tempdir().expect("dir");
+        let (child, url) = cli_login(&server, home.path(), &["--loopback"]);
+        assert!(url.starts_with(&server.base_url()), "{url}");
+        browser.goto(&url).await.expect("loopback sign-in");
+        through_provider(&browser, &provider, "carol", "\u{0}", "Signed in to ajar").await;
+        let out = wait_success(child);
+        assert!(out.contains("as carol@example.com"), "{out}");
+
+        // A sign-in outside the allowed e-mail domains is refused: none
+        // here, but a callback without a sign-in in progress is, audited.
+        let stray = reqwest::get(server.url("/sso/callback?code=x&state=y")).await.expect("callback");
+        assert_eq!(stray.status(), 400);
+
+        let admin = server.login("adam").await;
+        let audit = admin.get("/api/v1/audit?limit=500").await.ok(200, "audit");
+        let events = audit["events"].as_array().cloned().unwrap_or_default();
+        let by =
+            |action: &str| events.iter().filter(|e| e["action"] == action && e["actor"] == "carol@example.com").count();
+        assert_eq!(by("login"), 3, "portal, device and loopback sign-ins: {audit}");
+        assert_eq!(by("groups_changed"), 1, "the groups changed once, at the first sign-in: {audit}");
+        assert!(events.iter().any(|e| e["action"] == "login_failed"), "{audit}");
+    }
+    .await;
+    browser.close().await.expect("close the browser");
+    outcome
+}
