@@ -115,9 +115,7 @@ impl Drop for Provider {
     }
 }
 
-/// The test config with an `[oidc]` section for `issuer`. The harness's
-/// `Config` renders `[server]` lines first, so the section rides in on one
-/// (the tables after it start with their own headers).
+/// The test config with an `[oidc]` section for `issuer`.
 fn config(issuer: &str, echo: std::net::SocketAddr) -> Config {
     let oidc = format!(
         r#"
@@ -139,7 +137,7 @@ audience = "urn:ajar"
         .target("db", echo)
         .policy(Policy::auto("idp-developers", &["group:developers"], &["db"]))
         .policy(Policy::auto("ci", &["group:ci"], &["db"]))
-        .server(&oidc)
+        .section(&oidc)
 }
 
 async fn start(provider: &Provider, echo: std::net::SocketAddr) -> TestServer {

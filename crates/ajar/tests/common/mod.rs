@@ -171,6 +171,8 @@ pub struct Config {
     server: Vec<String>,
     targets: Vec<TargetSpec>,
     policies: Vec<Policy>,
+    /// Whole sections (such as `[oidc]`) appended after everything else.
+    sections: Vec<String>,
 }
 
 impl Config {
@@ -197,6 +199,12 @@ impl Config {
             port,
             labels: vec![("env".to_owned(), "test".to_owned())],
         });
+        self
+    }
+
+    /// Appends a whole section, such as `[oidc]` with its keys.
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push(text.to_owned());
         self
     }
 
@@ -250,6 +258,10 @@ impl Config {
         for p in &self.policies {
             out.push('\n');
             out.push_str(&p.render());
+        }
+        for section in &self.sections {
+            out.push('\n');
+            out.push_str(section);
         }
         out
     }
