@@ -118,11 +118,28 @@ async fn wait_for_text(browser: &Client, css: &str, text: &str, within: Duration
     }
 }
 
+/// Finds and clicks `css`, finding it again if a live update replaced it
+/// between the two (the page swaps its live regions on every change).
+async fn click(browser: &Client, css: &str) {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match browser.find(Locator::Css(css)).await {
+            Ok(element) => match element.click().await {
+                Ok(()) => return,
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not click {css}: {last}");
+}
+
 async fn sign_in(browser: &Client, server: &TestServer, user: &str) {
     browser.goto(&server.url("/login")).await.expect("open the sign-in page");
     browser.find(Locator::Id("username")).await.expect("user field").send_keys(user).await.expect("type user");
     browser.find(Locator::Id("password")).await.expect("password field").send_keys(PASSWORD).await.expect("type");
-    browser.find(Locator::Css("button[type=submit]")).await.expect("sign-in button").click().await.expect("click");
+    click(&browser, "button[type=submit]").await;
     wait_for_text(browser, ".who", user, Duration::from_secs(10)).await;
 }
 
@@ -162,13 +179,7 @@ async fn request_approve_connect_release_and_audit_in_the_browser() {
         wait_for_text(&alice, ".card.target", "1 from group:sre", Duration::from_secs(5)).await;
         alice.find(Locator::Id("reason-db-prod")).await.expect("reason").send_keys("INC-4411").await.expect("type");
         shoot(&alice, "targets").await;
-        alice
-            .find(Locator::Css(".card.target button[type=submit]"))
-            .await
-            .expect("ask button")
-            .click()
-            .await
-            .expect("click");
+        click(&alice, ".card.target button[type=submit]").await;
         wait_for_text(&alice, ".card.request", "Waiting for approval", Duration::from_secs(10)).await;
         shoot(&alice, "access-pending").await;
 
@@ -181,7 +192,7 @@ async fn request_approve_connect_release_and_audit_in_the_browser() {
             .send_keys("go ahead")
             .await
             .expect("type");
-        bob.find(Locator::Css("article.request button.primary")).await.expect("approve").click().await.expect("click");
+        click(&bob, "article.request button.primary").await;
         wait_for_text(&bob, ".notice", "Approved", Duration::from_secs(10)).await;
 
         // alice's page turns active with a countdown, without a reload.
@@ -194,7 +205,7 @@ async fn request_approve_connect_release_and_audit_in_the_browser() {
         shoot(&alice, "access-active").await;
 
         // adam, an admin, sees the open grant with its enforcement status.
-        bob.find(Locator::Css(".who button")).await.expect("sign out").click().await.expect("click");
+        click(&bob, ".who button").await;
         wait_for_text(&bob, "h1", "Sign in", Duration::from_secs(5)).await;
         shoot(&bob, "sign-in").await;
         sign_in(&bob, &server, "adam").await;
@@ -208,20 +219,14 @@ async fn request_approve_connect_release_and_audit_in_the_browser() {
         round_trip(&mut stream, b"through the portal's grant").await;
         assert_refused(STRANGER, port).await;
 
-        alice
-            .find(Locator::Css("form[action$='/release'] button"))
-            .await
-            .expect("release")
-            .click()
-            .await
-            .expect("click");
+        click(&alice, "form[action$='/release'] button").await;
         wait_for_text(&alice, ".notice", "Access released", Duration::from_secs(10)).await;
         closed_at(&mut stream, Duration::from_secs(2)).await;
         assert_refused(LOCAL, port).await;
         shoot(&alice, "access-released").await;
 
         // erin, an auditor, reads the whole story and sees the chain verified.
-        bob.find(Locator::Css(".who button")).await.expect("sign out").click().await.expect("click");
+        click(&bob, ".who button").await;
         wait_for_text(&bob, "h1", "Sign in", Duration::from_secs(5)).await;
         sign_in(&bob, &server, "erin").await;
         bob.goto(&server.url("/audit")).await.expect("audit");
