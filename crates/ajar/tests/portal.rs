@@ -139,7 +139,7 @@ async fn sign_in(browser: &Client, server: &TestServer, user: &str) {
     browser.goto(&server.url("/login")).await.expect("open the sign-in page");
     browser.find(Locator::Id("username")).await.expect("user field").send_keys(user).await.expect("type user");
     browser.find(Locator::Id("password")).await.expect("password field").send_keys(PASSWORD).await.expect("type");
-    click(&browser, "button[type=submit]").await;
+    click(browser, "button[type=submit]").await;
     wait_for_text(browser, ".who", user, Duration::from_secs(10)).await;
 }
 
