@@ -19,12 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::browser::Driver;
 use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Skips (printing why) outside CI; fails in CI.
 fn skip(why: &str) {
@@ -218,59 +216,6 @@ async fn provider_jwts_are_bearer_tokens_and_bad_ones_are_refused_with_why() {
 }
 
 // ---- in the browser -------------------------------------------------------
-
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Driver {
-    fn start() -> Option<Self> {
-        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-            skip("chromium and chromium-driver are not installed (./scripts/test.sh installs them)");
-            return None;
-        }
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Self { child, url: format!("http://127.0.0.1:{port}") })
-    }
-
-    async fn browser(&self, profile: &tempfile::TempDir) -> Client {
-        let args = vec![
-            "--headless".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-quic".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            "--no-first-run".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let mut caps = serde_json::Map::new();
-        caps.insert("goog:chromeOptions".to_owned(), json!({ "binary": CHROMIUM, "args": args }));
-        ClientBuilder::rustls().expect("rustls").capabilities(caps).connect(&self.url).await.expect("open a browser")
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Clicks through the provider's pages (its development login form, where
 /// any password works, the consent and device-confirmation pages) as
