@@ -74,7 +74,7 @@ where
 
 /// The host name the client used to reach the API, for connect addresses
 /// of gateways that listen on a wildcard address.
-fn request_host(headers: &HeaderMap) -> String {
+pub(crate) fn request_host(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest).to_owned();

@@ -50,13 +50,6 @@ fn csrf_refused(session: &Session, back: &str) -> Response {
     )
 }
 
-/// The host name the browser used, for connect addresses of gateways that
-/// listen on every address.
-fn browser_host(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']).to_owned()
-}
-
 fn done_notice(done: Option<&String>) -> Markup {
     let text = match done.map(String::as_str) {
         Some("requested") => "Request sent.",
@@ -206,7 +199,8 @@ fn duration_choices(max: GrantDuration) -> Vec<(String, u64)> {
     if choices.last() != Some(&max.as_secs()) {
         choices.push(max.as_secs());
     }
-    choices.into_iter().map(|s| (view::duration(s), s)).collect()
+    // The label is also the form value, so it must parse back exactly.
+    choices.into_iter().filter_map(|s| GrantDuration::from_secs(s).ok().map(|d| (d.to_string(), s))).collect()
 }
 
 /// Errors of one request form, by field.
@@ -356,7 +350,7 @@ pub async fn access(
     let (live, past): (Vec<RequestView>, Vec<RequestView>) =
         requests.into_iter().partition(|v| !v.request.state.is_final());
     let now = Utc::now();
-    let host = browser_host(&headers);
+    let host = crate::handlers::request_host(&headers);
     let addr = session.addr.to_string();
     let content = html! {
         h1 { "My access" }
@@ -413,7 +407,6 @@ pub async fn access(
 }
 
 async fn act(
-    state: &AppState,
     session: &Session,
     csrf: &str,
     back: &str,
@@ -423,7 +416,6 @@ async fn act(
     if !session.check_csrf(csrf) {
         return csrf_refused(session, back);
     }
-    let _ = state;
     match action.await {
         Ok(_) => Redirect::to(&format!("{back}?done={done}")).into_response(),
         Err(e) => core_failure(session, e, back),
@@ -438,7 +430,7 @@ pub async fn release(
 ) -> Response {
     let core = state.core.clone();
     let fut = core.release(&session.principal, &id);
-    act(&state, &session, &form.csrf, "/access", "released", fut).await
+    act(&session, &form.csrf, "/access", "released", fut).await
 }
 
 pub async fn cancel(
@@ -449,7 +441,7 @@ pub async fn cancel(
 ) -> Response {
     let core = state.core.clone();
     let fut = core.cancel(&session.principal, &id);
-    act(&state, &session, &form.csrf, "/access", "cancelled", fut).await
+    act(&session, &form.csrf, "/access", "cancelled", fut).await
 }
 
 // ---- approvals -------------------------------------------------------------
@@ -563,7 +555,7 @@ pub async fn approve(
 ) -> Response {
     let core = state.core.clone();
     let fut = core.approve(&session.principal, &id, comment(&form));
-    act(&state, &session, &form.csrf, "/approvals", "approved", fut).await
+    act(&session, &form.csrf, "/approvals", "approved", fut).await
 }
 
 pub async fn deny(
@@ -574,7 +566,7 @@ pub async fn deny(
 ) -> Response {
     let core = state.core.clone();
     let fut = core.deny(&session.principal, &id, comment(&form));
-    act(&state, &session, &form.csrf, "/approvals", "denied", fut).await
+    act(&session, &form.csrf, "/approvals", "denied", fut).await
 }
 
 pub async fn revoke(
@@ -587,7 +579,7 @@ pub async fn revoke(
     let back = if form.back == "/approvals" { "/approvals" } else { "/admin" };
     let core = state.core.clone();
     let fut = core.revoke(&session.principal, &id, comment(&form));
-    act(&state, &session, &form.csrf, back, "revoked", fut).await
+    act(&session, &form.csrf, back, "revoked", fut).await
 }
 
 // ---- admin -----------------------------------------------------------------

@@ -114,21 +114,6 @@ pub fn remaining(end: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-pub fn duration(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
-
 /// The one-line summary of a request used in every list.
 pub fn request_summary(r: &Request) -> Markup {
     html! {
@@ -138,7 +123,7 @@ pub fn request_summary(r: &Request) -> Markup {
         }
         dl class="facts" {
             dt { "Requested by" } dd { (r.requester) }
-            dt { "For" } dd { (duration(r.duration.as_secs())) }
+            dt { "For" } dd { (r.duration) }
             dt { "From" } dd { code { (r.source) } }
             dt { "Reason" } dd { @if r.reason.is_empty() { span class="muted" { "none given" } } @else { (r.reason) } }
             dt { "Request" } dd { code { (r.id) } }
