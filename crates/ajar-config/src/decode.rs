@@ -74,7 +74,7 @@ const SERVER_KEYS: &[&str] = &[
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
 const USER_KEYS: &[&str] = &["name", "password_hash", "groups"];
-const TARGET_KEYS: &[&str] = &["name", "address", "driver", "labels", "gateway", "nftables"];
+const TARGET_KEYS: &[&str] = &["name", "address", "driver", "labels", "gateway", "nftables", "iptables"];
 const GATEWAY_KEYS: &[&str] = &["listen", "public_host"];
 const NAT_KEYS: &[&str] = &["listen", "enable_forwarding"];
 const POLICY_KEYS: &[&str] =
@@ -317,6 +317,7 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
                     let example = match kind {
                         DriverKind::Gateway => "gateway = { listen = \"0.0.0.0:15432\" }",
                         DriverKind::Nftables => "nftables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)",
+                        DriverKind::Iptables => "iptables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)",
                     };
                     r.error(
                         &t.loc.child(kind.as_str(), Some(driver.loc.offset)),
@@ -326,7 +327,8 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
                 (Some(f), false) => r.error(
                     &f.loc,
                     format!(
-                        "a {kind} table only applies to targets with driver = \"{kind}\", and this target uses {:?}; remove it",
+                        "{} {kind} table only applies to targets with driver = \"{kind}\", and this target uses {:?}; remove it",
+                        if *kind == DriverKind::Iptables { "an" } else { "a" },
                         driver.value.as_str()
                     ),
                 ),
@@ -371,7 +373,7 @@ struct NatDraft {
     enable_forwarding: Option<bool>,
 }
 
-/// Reads `nftables = { ... }`. The kernel rewrites
+/// Reads `nftables = { ... }` or `iptables = { ... }`. The kernel rewrites
 /// addresses without resolving names, so `listen` must be one of this
 /// host's own addresses and the target's `address` an IP of the same family.
 fn nat(r: &mut Reader<'_>, t: &TableView<'_>, address: Option<&Located<String>>) -> NatDraft {

@@ -662,7 +662,7 @@ gateway = { listen = "localhost:15432", public_host = "gw example" }
         &[
             ("5:11", "targets[0].address", "\"10.0.3.12\" has no port; write host:port such as 10.0.3.12:5432"),
             ("11:11", "targets[1].address", "port \"99999\" in \"10.0.3.12:99999\" is not a number from 1 to 65535"),
-            ("12:10", "targets[1].driver", "\"aws-sg\" is not a driver ajar knows; the drivers are \"gateway\", \"nftables\""),
+            ("12:10", "targets[1].driver", "\"aws-sg\" is not a driver ajar knows; the drivers are \"gateway\", \"nftables\", \"iptables\""),
             ("16:11", "targets[2].address", "looks like an IPv6 address without brackets"),
             ("17:10", "targets[2].gateway", "the gateway driver needs to know where to listen for this target; add gateway = { listen = \"0.0.0.0:15432\" }"),
             ("23:22", "targets[3].gateway.listen", "\"localhost:15432\" is not an address to listen on: write IP:port"),
@@ -1021,8 +1021,8 @@ nftables = { listen = "10.77.1.1:2222" }
 [[targets]]
 name = "ssh-v6"
 address = "[fd77:2::2]:22"
-driver = "nftables"
-nftables = { listen = "[fd77:1::1]:2222", enable_forwarding = true }
+driver = "iptables"
+iptables = { listen = "[fd77:1::1]:2222", enable_forwarding = true }
 "#);
     let nft = config.catalog.target("ssh-prod").unwrap();
     assert_eq!(nft.driver, DriverKind::Nftables);
@@ -1031,9 +1031,11 @@ nftables = { listen = "[fd77:1::1]:2222", enable_forwarding = true }
     assert_eq!(settings.listen, "10.77.1.1:2222".parse::<SocketAddr>().unwrap());
     assert_eq!(settings.destination, "10.77.2.2:22".parse::<SocketAddr>().unwrap());
     assert!(!settings.enable_forwarding);
-    let v6 = config.catalog.target("ssh-v6").unwrap();
-    assert_eq!(v6.driver, DriverKind::Nftables);
-    let settings = v6.nat.as_ref().unwrap();
+    let ipt = config.catalog.target("ssh-v6").unwrap();
+    assert_eq!(ipt.driver, DriverKind::Iptables);
+    assert_eq!(ipt.gateway, None);
+    let settings = ipt.nat.as_ref().unwrap();
+    assert_eq!(settings.listen, "[fd77:1::1]:2222".parse::<SocketAddr>().unwrap());
     assert_eq!(settings.destination, "[fd77:2::2]:22".parse::<SocketAddr>().unwrap());
     assert!(settings.enable_forwarding);
 }
@@ -1053,8 +1055,8 @@ nftables = { listen = "0.0.0.0:2222", masquerade = true }
 [[targets]]
 name = "b"
 address = "[fd77:2::2]:22"
-driver = "nftables"
-nftables = { listen = "10.77.1.1:2222", enable_forwarding = "yes" }
+driver = "iptables"
+iptables = { listen = "10.77.1.1:2222", enable_forwarding = "yes" }
 
 [[targets]]
 name = "c"
@@ -1067,17 +1069,25 @@ name = "d"
 address = "10.77.2.2:22"
 driver = "gateway"
 gateway = { listen = "10.77.1.1:2224" }
-nftables = { listen = "10.77.1.1:2225" }
+iptables = { listen = "10.77.1.1:2225" }
+
+[[targets]]
+name = "e"
+address = "10.77.2.2:22"
+driver = "iptables"
+nftables = { listen = "10.77.1.1:2226" }
 "#,
         &[
             ("5:11", "targets[0].address", "must be an IP address and port for a kernel DNAT driver"),
             ("7:23", "targets[0].nftables.listen", "\"0.0.0.0:2222\" cannot be DNATed"),
             ("7:39", "targets[0].nftables.masquerade", "allowed in targets[0].nftables are listen, enable_forwarding"),
             ("11:11", "targets[1].address", "are of different IP families"),
-            ("13:61", "targets[1].nftables.enable_forwarding", "expected true or false"),
+            ("13:61", "targets[1].iptables.enable_forwarding", "expected true or false"),
             ("18:10", "targets[2].nftables", "the nftables driver needs to know where to listen for this target; add nftables = { listen = \"10.77.1.1:2222\" }"),
             ("19:11", "targets[2].gateway", "a gateway table only applies to targets with driver = \"gateway\", and this target uses \"nftables\"; remove it"),
-            ("26:12", "targets[3].nftables", "a nftables table only applies to targets with driver = \"nftables\""),
+            ("26:12", "targets[3].iptables", "an iptables table only applies to targets with driver = \"iptables\""),
+            ("31:10", "targets[4].iptables", "the iptables driver needs to know where to listen for this target; add iptables = { listen = \"10.77.1.1:2222\" }"),
+            ("32:12", "targets[4].nftables", "a nftables table only applies to targets with driver = \"nftables\", and this target uses \"iptables\"; remove it"),
         ],
     );
 }

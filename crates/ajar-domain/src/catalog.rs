@@ -19,8 +19,8 @@ pub struct Target {
     /// Settings of the built-in gateway, present exactly when `driver` is
     /// [`DriverKind::Gateway`].
     pub gateway: Option<GatewaySettings>,
-    /// Settings of the kernel DNAT driver, present exactly when `driver` is
-    /// [`DriverKind::Nftables`].
+    /// Settings of the kernel DNAT drivers, present exactly when `driver` is
+    /// [`DriverKind::Nftables`] or [`DriverKind::Iptables`].
     pub nat: Option<NatSettings>,
 }
 
@@ -33,7 +33,7 @@ pub struct GatewaySettings {
     pub public_host: Option<String>,
 }
 
-/// Where the kernel DNAT driver (nftables) takes connections for a
+/// Where a kernel DNAT driver (nftables, iptables) takes connections for a
 /// target and where it sends them. Both addresses are IP literals of the
 /// same family: the kernel translates addresses, it does not resolve names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,22 +52,24 @@ pub struct NatSettings {
 pub enum DriverKind {
     Gateway,
     Nftables,
+    Iptables,
 }
 
 impl DriverKind {
-    pub const ALL: &'static [DriverKind] = &[DriverKind::Gateway, DriverKind::Nftables];
+    pub const ALL: &'static [DriverKind] = &[DriverKind::Gateway, DriverKind::Nftables, DriverKind::Iptables];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DriverKind::Gateway => "gateway",
             DriverKind::Nftables => "nftables",
+            DriverKind::Iptables => "iptables",
         }
     }
 
     /// Whether the driver programs the kernel through DNAT and reads
     /// [`Target::nat`].
     pub fn is_nat(self) -> bool {
-        matches!(self, DriverKind::Nftables)
+        matches!(self, DriverKind::Nftables | DriverKind::Iptables)
     }
 
     pub fn parse(text: &str) -> Option<Self> {

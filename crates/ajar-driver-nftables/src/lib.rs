@@ -2,9 +2,7 @@
 //! whose set elements carry kernel timeouts so access ends on time even
 //! while ajar is down. See `docs/drivers/nftables.md`.
 
-mod host;
 mod nft;
-pub mod note;
 pub mod render;
 
 pub use crate::nft::Nftables;

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 
 use ajar_domain::{DriverKind, RequestId, SourceNet, Target};
 use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
+use ajar_netfilter::host;
+use ajar_netfilter::note::{self, NoteEntry};
 use chrono::Utc;
 use ipnet::IpNet;
 use nftables::expr::{Expression, NamedExpression};
@@ -15,9 +17,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::note::{self, NoteEntry};
+use crate::opened;
 use crate::render::{self, TargetRules, FAMILY, TABLE};
-use crate::{host, opened};
 
 /// The kernel-enforced DNAT driver. Every change goes through one mutex:
 /// opening and closing read an element, then replace it.

@@ -48,7 +48,7 @@ enum Command {
     Server {
         #[arg(long, short)]
         config: PathBuf,
-        /// Instead of running, remove everything ajar installed in the kernel's firewall (the nftables table inet ajar) and exit.
+        /// Instead of running, remove everything ajar installed in the kernel's firewall (the nftables table inet ajar; the iptables chains AJAR-PREROUTING and AJAR-FORWARD with their jumps and ipsets) and exit.
         #[arg(long)]
         cleanup: bool,
     },

@@ -13,6 +13,7 @@ use ajar_core::audit_file::AuditFile;
 use ajar_core::{Core, CoreSettings, SystemClock};
 use ajar_domain::{Action, DriverKind, NewAuditEvent};
 use ajar_driver_gateway::{ConnectionEvent, ConnectionEventKind, Gateway};
+use ajar_driver_iptables::Iptables;
 use ajar_driver_nftables::Nftables;
 use ajar_enforce::Driver;
 use anyhow::Context;
@@ -32,10 +33,17 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let audit_file = AuditFile::open(&data_dir.join("audit.jsonl"))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let gateway: Arc<dyn Driver> = Arc::new(Gateway::new(events_tx));
-    // The nftables driver touches the kernel only once a target uses it, so a
-    // server without such targets needs neither nft nor CAP_NET_ADMIN.
+    // The kernel DNAT drivers touch the kernel only once a target uses them
+    // (at start or on a reload, which then runs their host checks), so a
+    // server without such targets needs neither their tools nor
+    // CAP_NET_ADMIN.
     let nftables: Arc<dyn Driver> = Arc::new(Nftables::new());
-    let drivers = BTreeMap::from([(DriverKind::Gateway, gateway), (DriverKind::Nftables, nftables)]);
+    let iptables: Arc<dyn Driver> = Arc::new(Iptables::new());
+    let drivers = BTreeMap::from([
+        (DriverKind::Gateway, gateway),
+        (DriverKind::Nftables, nftables),
+        (DriverKind::Iptables, iptables),
+    ]);
     let core = Core::new(
         store.clone(),
         config.catalog.clone(),
@@ -129,13 +137,22 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
 /// stay active and the next start opens them again.
 pub async fn cleanup(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     init_logging();
-    load_config(config_path)?;
-    let removed = Nftables::cleanup().await.context("cannot remove ajar's nftables table")?;
-    if removed {
+    let config = load_config(config_path)?;
+    let uses = |kind: DriverKind| config.catalog.targets.iter().any(|t| t.driver == kind);
+    let nftables = (uses(DriverKind::Nftables) || ajar_netfilter::host::on_path("nft"))
+        && Nftables::cleanup().await.context("cannot remove ajar's nftables table")?;
+    if nftables {
         println!("removed nftables table inet ajar: every DNAT rule and granted source ajar had installed is gone");
+    }
+    let iptables = (uses(DriverKind::Iptables) || ajar_netfilter::host::on_path("ipset"))
+        && Iptables::cleanup().await.context("cannot remove ajar's iptables chains and ipsets")?;
+    if iptables {
+        println!("removed ajar's iptables chains (AJAR-PREROUTING, AJAR-FORWARD), their jump rules and ajar's ipsets: every DNAT rule and granted source ajar had installed is gone");
+    }
+    if nftables || iptables {
         println!("grants stay active in the database; the next `ajar server` start opens them again unless you revoke them first");
     } else {
-        println!("nothing to remove: there is no nftables table inet ajar");
+        println!("nothing to remove: there is no nftables table inet ajar and no iptables chain or ipset of ajar's");
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -24,15 +24,21 @@ pub const CUT_WITHIN: Duration = Duration::from_secs(1);
 /// …plus this process's own wake-up and ping interval on a loaded host.
 pub const OBSERVE_SLACK: Duration = Duration::from_millis(300);
 
-/// Whether this process can build namespaces. Outside CI a missing
-/// privilege or tool skips the test with the reason; in CI (`CI` set) it is
-/// a failure, so the suite never passes by skipping.
+/// Whether this process can build namespaces and run the nftables tests.
+/// Outside CI a missing privilege or tool skips the test with the reason;
+/// in CI (`CI` set) it is a failure, so the suite never passes by skipping.
 pub fn can_run(test: &str) -> bool {
+    can_run_with(test, &["nft"])
+}
+
+/// Like [`can_run`], for a test that also runs `programs`.
+pub fn can_run_with(test: &str, programs: &[&str]) -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false);
-    let missing: Vec<&str> = ["ip", "nft", "socat", "curl", "sysctl"].into_iter().filter(|p| !on_path(p)).collect();
+    let missing: Vec<&str> =
+        ["ip", "socat", "curl", "sysctl"].iter().chain(programs).copied().filter(|p| !on_path(p)).collect();
     let why = match (root, missing.is_empty()) {
         (true, true) => return true,
         (false, _) => "it needs root to create network namespaces".to_owned(),
@@ -188,6 +194,14 @@ impl Topology {
         run(&all)
     }
 
+    /// Runs `args` inside the gateway namespace and returns its stdout;
+    /// panics with its output unless it succeeds.
+    pub fn in_gw(&self, args: &[&str]) -> String {
+        let mut all = vec!["ip", "netns", "exec", &self.gw];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
     /// Whether `client` gets "hello" echoed back through `addr` within 3 s.
     pub fn reaches(&self, client: &str, addr: SocketAddr) -> bool {
         self.try_reach(client, addr).is_ok()
@@ -308,6 +322,12 @@ impl Ajar {
     /// Writes a config with one target `t` (driver nftables) and a policy
     /// that auto-approves alice for it from clients' own addresses.
     pub fn config(topo: &Topology, listen: SocketAddr, destination: SocketAddr) -> String {
+        Self::config_for("nftables", topo, listen, destination)
+    }
+
+    /// Like [`Ajar::config`], with the target on `driver` (`nftables` or
+    /// `iptables`).
+    pub fn config_for(driver: &str, topo: &Topology, listen: SocketAddr, destination: SocketAddr) -> String {
         let family = if listen.is_ipv4() { Family::V4 } else { Family::V6 };
         let hash = password_hash();
         format!(
@@ -323,8 +343,8 @@ password_hash = "{hash}"
 [[targets]]
 name = "t"
 address = "{dest}"
-driver = "nftables"
-nftables = {{ listen = "{listen}" }}
+driver = "{driver}"
+{driver} = {{ listen = "{listen}" }}
 
 [[policies]]
 name = "p"
@@ -360,7 +380,7 @@ approvals = 0
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.gw, env!("CARGO_BIN_EXE_ajar"), "server", "--config"])
             .arg(self.config_path())
-            .env("AJAR_LOG", "info,ajar_driver_nftables=debug")
+            .env("AJAR_LOG", "info,ajar_driver_nftables=debug,ajar_driver_iptables=debug")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

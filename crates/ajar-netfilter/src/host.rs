@@ -48,7 +48,7 @@ pub fn require_net_admin(driver: &str) -> Result<(), DriverError> {
     check_net_admin(driver, &status)
 }
 
-pub(crate) fn check_net_admin(driver: &str, status: &str) -> Result<(), DriverError> {
+pub fn check_net_admin(driver: &str, status: &str) -> Result<(), DriverError> {
     let has = |field: &str| capability_set(status, field).is_some_and(|set| set & (1 << CAP_NET_ADMIN) != 0);
     let root = status
         .lines()

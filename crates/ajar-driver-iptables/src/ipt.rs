@@ -1,0 +1,311 @@
+//! The `iptables` driver: writes ajar's chains with `iptables-restore
+//! --noflush` (one commit per table), keeps granted sources in ipsets whose
+//! elements time out in the kernel, and reads them back with `ipset save`,
+//! so the kernel is the only copy of what is open.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use ajar_domain::{DriverKind, RequestId, SourceNet, Target};
+use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
+use ajar_netfilter::host;
+use ajar_netfilter::note::{self, NoteEntry};
+use chrono::Utc;
+use ipnet::IpNet;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::render::{self, Family, SavedElement, TargetRules};
+
+/// The kernel-enforced DNAT driver on iptables and ipset. Every change goes
+/// through one mutex: opening and closing read an element, then replace it.
+pub struct Iptables {
+    /// Set name → target name, for the targets last configured.
+    sets: Mutex<BTreeMap<String, String>>,
+}
+
+impl Default for Iptables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Iptables {
+    pub fn new() -> Self {
+        Self { sets: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Deletes ajar's jump rules, chains and sets in both families, and so
+    /// every rule and granted source ajar installed (`ajar server
+    /// --cleanup`). Returns whether there was anything to remove.
+    pub async fn cleanup() -> Result<bool, DriverError> {
+        host::require_programs("iptables", &[("iptables", "iptables"), ("ipset", "ipset")])?;
+        host::require_net_admin("iptables")?;
+        let mut removed = false;
+        for family in Family::ALL {
+            // Read first, so that a host where ajar never ran iptables gets
+            // no table created by the deletes below.
+            if !host::on_path(family.save()) || !run(family.save(), &[], None).await?.contains(":AJAR-") {
+                continue;
+            }
+            for jump in render::JUMPS {
+                // A jump inserted twice (by hand, or by two racing starts)
+                // goes too; deleting stops at the first failure.
+                while run(family.iptables(), &render::jump("-D", jump), None).await.is_ok() {
+                    removed = true;
+                }
+            }
+            for (table, _, chain) in render::JUMPS {
+                let flush = ["-w", "-t", table, "-F", chain].map(str::to_owned);
+                if run(family.iptables(), &flush, None).await.is_ok() {
+                    let delete = ["-w", "-t", table, "-X", chain].map(str::to_owned);
+                    run(family.iptables(), &delete, None).await?;
+                    removed = true;
+                }
+            }
+        }
+        for (set, _) in saved_sets().await? {
+            run("ipset", &["destroy".to_owned(), set], None).await?;
+            removed = true;
+        }
+        Ok(removed)
+    }
+
+    /// Writes the element for `source` in `set` with `entries` (dropping the
+    /// ended ones), or deletes it when none is left.
+    async fn write(set: &str, source: &IpNet, exists: bool, entries: &[NoteEntry]) -> Result<(), DriverError> {
+        let now = Utc::now();
+        let live: Vec<NoteEntry> = entries.iter().filter(|e| e.ends_at > now).cloned().collect();
+        let latest = live.iter().map(|e| e.ends_at).max();
+        let timeout = latest.and_then(|end| note::timeout_secs(end, now));
+        let text = note::render(&live);
+        if text.len() > note::MAX_NOTE_LEN {
+            return Err(DriverError::permanent(format!(
+                "{} grants share source {source} on one target, more than ajar records in one element's comment; end one of them first",
+                live.len()
+            )));
+        }
+        match timeout {
+            Some(secs) => run("ipset", &render::add_element(set, source, secs, &text), None).await.map(drop),
+            None if exists => run("ipset", &render::delete_element(set, source), None).await.map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for Iptables {
+    /// Checks the host, creates the sets of `targets` (keeping the elements
+    /// of existing ones), rewrites ajar's chains, makes sure the jumps to
+    /// them exist, and destroys the sets of targets that are gone.
+    async fn configure(&self, targets: &[Target]) -> Result<(), DriverError> {
+        let mut sets = self.sets.lock().await;
+        let rules = targets.iter().map(nat_rules).collect::<Result<Vec<_>, _>>()?;
+        if rules.is_empty() && sets.is_empty() {
+            // No target uses iptables, so this server needs neither the
+            // tools nor CAP_NET_ADMIN; sets left from an earlier run are
+            // removed if this process may, else they expire on their own.
+            if host::on_path("ipset") && host::on_path("iptables") {
+                if let Ok(existing) = saved_sets().await {
+                    if !existing.is_empty() {
+                        let stale: Vec<String> = existing.into_iter().map(|(s, _)| s).collect();
+                        apply(&[], &stale).await?;
+                        info!(removed_sets = stale.len(), "iptables: no target uses iptables; removed ajar's sets");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut programs = vec![("ipset", "ipset")];
+        for family in Family::ALL {
+            if rules.iter().any(|r| r.family() == family) {
+                programs.extend([(family.iptables(), "iptables"), (family.restore(), "iptables")]);
+            }
+        }
+        host::require_programs("iptables", &programs)?;
+        host::require_net_admin("iptables")?;
+        host::require_forwarding("iptables", &targets.iter().collect::<Vec<_>>())?;
+        let wanted: BTreeMap<String, String> = rules.iter().map(|r| (r.set(), r.target.clone())).collect();
+        let stale: Vec<String> =
+            saved_sets().await?.into_iter().map(|(s, _)| s).filter(|s| !wanted.contains_key(s)).collect();
+        apply(&rules, &stale).await?;
+        info!(targets = rules.len(), removed_sets = stale.len(), "iptables: ajar's chains and sets are in place");
+        *sets = wanted;
+        Ok(())
+    }
+
+    async fn open(&self, grant: &GrantSpec) -> Result<Opened, DriverError> {
+        let sets = self.sets.lock().await;
+        let rules = nat_rules(&grant.target)?;
+        let set = rules.set();
+        if !sets.contains_key(&set) {
+            return Err(DriverError::transient(format!(
+                "target {} is not configured in iptables yet; it will be at the next reconcile",
+                rules.target
+            )));
+        }
+        let source = grant.source.net();
+        if source.addr().is_ipv4() != rules.listen.is_ipv4() {
+            return Err(DriverError::permanent(format!(
+                "source {} and target {} (listening on {}) are of different IP families; request access from an address of the target's family",
+                grant.source, rules.target, rules.listen
+            )));
+        }
+        let elements = saved_sets().await?.into_iter().find(|(s, _)| *s == set).map(|(_, e)| e).unwrap_or_default();
+        let current = elements.iter().find(|e| e.source == source);
+        let mut entries: Vec<NoteEntry> = current
+            .and_then(|e| e.comment.as_deref().and_then(note::parse))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.id != grant.id)
+            .collect();
+        entries.push(NoteEntry { id: grant.id.clone(), ends_at: grant.ends_at });
+        Self::write(&set, &source, current.is_some(), &entries).await?;
+        info!(grant = %grant.id, target_name = %rules.target, source = %grant.source, ends_at = %grant.ends_at, "iptables: grant opened");
+        Ok(opened(&rules.listen))
+    }
+
+    async fn close(&self, id: &RequestId) -> Result<(), DriverError> {
+        let sets = self.sets.lock().await;
+        if sets.is_empty() {
+            return Ok(());
+        }
+        for (set, elements) in saved_sets().await? {
+            if !sets.contains_key(&set) {
+                continue;
+            }
+            for element in elements {
+                let Some(notes) = element.comment.as_deref().and_then(note::parse) else { continue };
+                if notes.iter().any(|n| &n.id == id) {
+                    let rest: Vec<NoteEntry> = notes.iter().filter(|n| &n.id != id).cloned().collect();
+                    Self::write(&set, &element.source, true, &rest).await?;
+                    info!(grant = %id, source = %element.source, "iptables: grant closed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every grant ajar's sets still hold. Elements that carry no note of
+    /// ajar's (added by hand) grant nothing ajar knows of, so they are
+    /// removed here.
+    async fn observe(&self) -> Result<Vec<Observed>, DriverError> {
+        let sets = self.sets.lock().await;
+        let now = Utc::now();
+        let mut observed = Vec::new();
+        if sets.is_empty() {
+            return Ok(observed);
+        }
+        for (set, elements) in saved_sets().await? {
+            let Some(target) = sets.get(&set) else { continue };
+            for SavedElement { source, comment, .. } in elements {
+                match comment.as_deref().and_then(note::parse) {
+                    Some(notes) => {
+                        let Ok(source) = SourceNet::parse(&source.to_string()) else { continue };
+                        observed.extend(notes.into_iter().filter(|n| n.ends_at > now).map(|n| Observed {
+                            id: n.id,
+                            target: target.clone(),
+                            source,
+                            ends_at: n.ends_at,
+                        }));
+                    }
+                    None => {
+                        warn!(set = %set, source = %source, "iptables: removing an element ajar did not add");
+                        run("ipset", &render::delete_element(&set, &source), None).await?;
+                    }
+                }
+            }
+        }
+        Ok(observed)
+    }
+
+    fn connect_info(&self, target: &Target) -> Option<Opened> {
+        (target.driver == DriverKind::Iptables).then(|| target.nat.as_ref().map(|n| opened(&n.listen))).flatten()
+    }
+}
+
+/// Where clients connect: the listen address itself.
+fn opened(listen: &SocketAddr) -> Opened {
+    Opened { host: listen.ip().to_string(), port: listen.port() }
+}
+
+fn nat_rules(target: &Target) -> Result<TargetRules, DriverError> {
+    let nat = target.nat.as_ref().ok_or_else(|| {
+        DriverError::permanent(format!(
+            "target {} has no iptables table: add iptables = {{ listen = \"ADDRESS:PORT\" }} to it",
+            target.name
+        ))
+    })?;
+    Ok(TargetRules { target: target.name.to_string(), listen: nat.listen, destination: nat.destination })
+}
+
+/// Brings the kernel to `rules`: sets first (a rule cannot name a missing
+/// set), then each family's chains in one restore per family, then the
+/// jumps, and last the `stale` sets, which no rule names any more. A family
+/// is touched only when a target or a stale set uses it.
+async fn apply(rules: &[TargetRules], stale: &[String]) -> Result<(), DriverError> {
+    for r in rules {
+        run("ipset", &render::create_set(&r.set(), r.family()), None).await?;
+    }
+    for family in Family::ALL {
+        let used =
+            rules.iter().any(|r| r.family() == family) || stale.iter().any(|s| render::set_family(s) == Some(family));
+        if !used {
+            continue;
+        }
+        let input = render::restore(family, rules);
+        run(family.restore(), &["-w".to_owned(), "--noflush".to_owned()], Some(&input)).await?;
+        for jump in render::JUMPS {
+            if run(family.iptables(), &render::jump("-C", jump), None).await.is_err() {
+                run(family.iptables(), &render::jump("-I", jump), None).await?;
+            }
+        }
+    }
+    for set in stale {
+        run("ipset", &["destroy".to_owned(), set.clone()], None).await?;
+    }
+    Ok(())
+}
+
+/// ajar's sets and their elements, read from the kernel.
+async fn saved_sets() -> Result<Vec<(String, Vec<SavedElement>)>, DriverError> {
+    Ok(render::parse_save(&run("ipset", &["save".to_owned()], None).await?))
+}
+
+/// Runs `program args`, feeding it `input`, and returns its stdout; a
+/// failure carries the program's own complaint.
+async fn run(program: &str, args: &[String], input: Option<&str>) -> Result<String, DriverError> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DriverError::permanent(format!(
+                    "the iptables driver runs {program} but it is not on PATH; install it (on Debian: apt-get install iptables ipset)"
+                ))
+            } else {
+                DriverError::transient(format!("cannot run {program}: {e}"))
+            }
+        })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| DriverError::transient(format!("cannot feed {program}: {e}")))?;
+    }
+    let out =
+        child.wait_with_output().await.map_err(|e| DriverError::transient(format!("cannot run {program}: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        debug!(program, args = %args.join(" "), input = input.unwrap_or_default(), "a firewall command failed");
+        Err(DriverError::transient(format!("{program} {} failed: {}", args.join(" "), stderr.trim())))
+    }
+}

@@ -1,0 +1,297 @@
+//! The iptables driver end to end: the real `ajar` binary in a gateway
+//! namespace, real DNAT and ipsets in the kernel, real TCP from two client
+//! namespaces to a server namespace, IPv4 (iptables) and IPv6 (ip6tables).
+//! Needs root; skips outside CI when it cannot run.
+
+mod netns;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use netns::{assert_cut_on_time, can_run_with, time, Ajar, Client, EchoServer, Family, Flow, Topology};
+
+const LISTEN_PORT: u16 = 2222;
+const SERVER_PORT: u16 = 22;
+const TOOLS: &[&str] = &["iptables", "ip6tables", "iptables-save", "ip6tables-save", "ipset"];
+
+struct Setup {
+    topo: Topology,
+    echo: EchoServer,
+    listen: SocketAddr,
+    config: String,
+}
+
+fn setup(tag: &str, family: Family) -> Setup {
+    let topo = Topology::new(tag);
+    topo.set_forwarding(true);
+    add_foreign_rules(&topo);
+    let echo = EchoServer::start(&topo, family, SERVER_PORT);
+    let listen = SocketAddr::new(topo.gateway(family), LISTEN_PORT);
+    let destination = SocketAddr::new(topo.host(3, family), SERVER_PORT);
+    let config = Ajar::config_for("iptables", &topo, listen, destination);
+    Setup { topo, echo, listen, config }
+}
+
+/// Rules and a set of someone else's in the tables and built-in chains ajar
+/// also uses, which ajar must never touch.
+fn add_foreign_rules(topo: &Topology) {
+    topo.in_gw(&["ipset", "create", "keepme", "hash:ip"]);
+    topo.in_gw(&["ipset", "add", "keepme", "192.0.2.1"]);
+    for (program, net) in [("iptables", "192.0.2.0/24"), ("ip6tables", "2001:db8::/32")] {
+        let comment = ["-m", "comment", "--comment", "not ajar's"];
+        let mut input = vec![program, "-A", "INPUT", "-s", net];
+        input.extend(comment);
+        input.extend(["-j", "ACCEPT"]);
+        topo.in_gw(&input);
+        let mut forward = vec![program, "-A", "FORWARD", "-d", net];
+        forward.extend(comment);
+        forward.extend(["-j", "ACCEPT"]);
+        topo.in_gw(&forward);
+        let mut nat = vec![program, "-t", "nat", "-A", "POSTROUTING", "-s", net];
+        nat.extend(comment);
+        nat.extend(["-j", "MASQUERADE"]);
+        topo.in_gw(&nat);
+    }
+    topo.in_gw(&["iptables", "-A", "FORWARD", "-m", "set", "--match-set", "keepme", "src", "-j", "ACCEPT"]);
+}
+
+/// Everything in the gateway's firewall that is not ajar's: every rule of
+/// both families' filter and nat tables except ajar's chains and the jumps
+/// into them, and the foreign set.
+fn foreign(topo: &Topology) -> String {
+    let mut out = String::new();
+    for program in ["iptables", "ip6tables"] {
+        for table in ["filter", "nat"] {
+            let rules = topo.in_gw(&[program, "-w", "-t", table, "-S"]);
+            for line in rules.lines().filter(|l| !l.contains("AJAR-")) {
+                out.push_str(&format!("{program} {table}: {line}\n"));
+            }
+        }
+    }
+    out + &topo.in_gw(&["ipset", "save", "keepme"])
+}
+
+/// ajar's part of the ruleset, as `iptables-save` prints it.
+fn ajar_rules(topo: &Topology, family: Family) -> String {
+    let save = topo.in_gw(&[if family == Family::V4 { "iptables-save" } else { "ip6tables-save" }]);
+    save.lines().filter(|l| l.contains("AJAR-")).collect::<Vec<_>>().join("\n")
+}
+
+fn set_name(family: Family) -> &'static str {
+    if family == Family::V4 {
+        "ajar4-t"
+    } else {
+        "ajar6-t"
+    }
+}
+
+/// Grants, admission, refusal, expiry with ajar alive, untouched foreign
+/// rules and `--cleanup`, for one address family.
+fn grant_admits_only_the_requester_and_expiry_cuts(tag: &str, family: Family) {
+    let Setup { topo, echo, listen, config } = setup(tag, family);
+    let foreign_before = foreign(&topo);
+    let ajar = Ajar::start(&topo, &config);
+
+    // Before any grant, nobody gets through the gateway.
+    assert!(!topo.reaches(&topo.a, listen), "client A got through before any grant");
+    assert!(!topo.reaches(&topo.b, listen), "client B got through before any grant");
+
+    let alice = Client::login(&topo, &topo.a, &ajar);
+    let request = alice.grant("4s");
+    let ends_at = time(&request, "ends_at");
+    if let Err(e) = topo.try_reach(&topo.a, listen) {
+        panic!(
+            "client A holds a grant but did not get through ({e}); rules:\n{}\n{}\najar:\n{}",
+            ajar_rules(&topo, family),
+            topo.in_gw(&["ipset", "save"]),
+            ajar.stderr()
+        );
+    }
+    assert!(echo.saw(topo.host(1, family)), "the server did not see client A's own address:\n{}", echo.log());
+    assert!(!topo.reaches(&topo.b, listen), "client B got through on client A's grant");
+    assert!(!echo.saw(topo.host(2, family)), "the server saw client B");
+
+    // The rules are in ajar's chains, the grant in ajar's set (its id in
+    // the element's comment), and everything else is as it was.
+    let rules = ajar_rules(&topo, family);
+    let set = topo.in_gw(&["ipset", "save", set_name(family)]);
+    eprintln!("ajar's rules with one grant:\n{rules}\n{set}");
+    assert!(rules.contains("-j DNAT --to-destination"), "{rules}");
+    assert!(rules.contains("-j REJECT --reject-with tcp-reset"), "{rules}");
+    assert!(set.contains(&format!("comment \"{}@", request["id"].as_str().unwrap_or_default())), "{set}");
+    assert_eq!(foreign(&topo), foreign_before, "ajar changed rules it does not own");
+
+    // At expiry an established flow stops within the bound and new
+    // connections fail.
+    let mut flow = Flow::open(&topo.a, listen);
+    assert!(flow.echo(Duration::from_secs(2)), "the established flow does not pass data");
+    let cut = flow.wait_until_cut(Duration::from_secs(10));
+    assert_cut_on_time(cut, ends_at);
+    assert!(!topo.reaches(&topo.a, listen), "client A got a new connection after expiry");
+
+    // --cleanup removes ajar's chains, jumps and sets and nothing else.
+    drop(ajar);
+    let out = Ajar::run_to_end(&topo, &config, &["--cleanup"]);
+    assert!(out.status.success(), "cleanup failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed ajar's iptables chains"));
+    for f in [Family::V4, Family::V6] {
+        assert_eq!(ajar_rules(&topo, f), "", "cleanup left rules behind");
+    }
+    let sets = topo.in_gw(&["ipset", "list", "-n"]);
+    assert_eq!(sets.trim(), "keepme", "cleanup left sets behind or removed someone else's");
+    assert_eq!(foreign(&topo), foreign_before, "cleanup changed rules ajar does not own");
+    let again = Ajar::run_to_end(&topo, &config, &["--cleanup"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"), "{again:?}");
+}
+
+#[test]
+fn ipt_grant_admits_only_the_requester_and_expiry_cuts_ipv4() {
+    if can_run_with("ipt_grant_admits_only_the_requester_and_expiry_cuts_ipv4", TOOLS) {
+        grant_admits_only_the_requester_and_expiry_cuts("i4", Family::V4);
+    }
+}
+
+#[test]
+fn ipt_grant_admits_only_the_requester_and_expiry_cuts_ipv6() {
+    if can_run_with("ipt_grant_admits_only_the_requester_and_expiry_cuts_ipv6", TOOLS) {
+        grant_admits_only_the_requester_and_expiry_cuts("i6", Family::V6);
+    }
+}
+
+/// With ajar killed while a grant is active, the ipset element's own
+/// timeout still ends access on time: established flows are cut, new ones
+/// refused.
+fn kernel_closes_on_time_after_kill_9(tag: &str, family: Family) {
+    let Setup { topo, echo: _echo, listen, config } = setup(tag, family);
+    let mut ajar = Ajar::start(&topo, &config);
+    let alice = Client::login(&topo, &topo.a, &ajar);
+    let ends_at = time(&alice.grant("5s"), "ends_at");
+    let mut flow = Flow::open(&topo.a, listen);
+    assert!(flow.echo(Duration::from_secs(2)), "the established flow does not pass data");
+
+    ajar.kill9();
+    assert!(flow.echo(Duration::from_secs(2)), "the flow must keep working while the grant lasts, ajar or not");
+    let cut = flow.wait_until_cut(Duration::from_secs(12));
+    assert_cut_on_time(cut, ends_at);
+    assert!(!topo.reaches(&topo.a, listen), "client A got a new connection after expiry with ajar dead");
+    let set = topo.in_gw(&["ipset", "save", set_name(family)]);
+    assert!(!set.contains("add "), "the kernel kept an expired element:\n{set}");
+}
+
+#[test]
+fn ipt_kernel_closes_on_time_after_kill_9_ipv4() {
+    if can_run_with("ipt_kernel_closes_on_time_after_kill_9_ipv4", TOOLS) {
+        kernel_closes_on_time_after_kill_9("k4", Family::V4);
+    }
+}
+
+#[test]
+fn ipt_kernel_closes_on_time_after_kill_9_ipv6() {
+    if can_run_with("ipt_kernel_closes_on_time_after_kill_9_ipv6", TOOLS) {
+        kernel_closes_on_time_after_kill_9("k6", Family::V6);
+    }
+}
+
+/// After a restart, ajar's chains are rewritten (a deleted jump comes back
+/// once, a rule slipped into ajar's chain goes), and reconcile removes
+/// elements no active grant explains (one with a made-up grant id) and
+/// restores the element of an active grant that was deleted behind ajar's
+/// back; rules outside ajar's chains stay as they were.
+#[test]
+fn ipt_reconcile_after_restart_repairs_both_ways() {
+    if !can_run_with("ipt_reconcile_after_restart_repairs_both_ways", TOOLS) {
+        return;
+    }
+    let Setup { topo, echo: _echo, listen, config } = setup("ir", Family::V4);
+    let foreign_before = foreign(&topo);
+    let mut ajar = Ajar::start(&topo, &config);
+    let alice = Client::login(&topo, &topo.a, &ajar);
+    let request = alice.grant("1h");
+    assert!(topo.reaches(&topo.a, listen));
+    let rules_before = ajar_rules(&topo, Family::V4);
+    ajar.kill9();
+
+    let a = topo.host(1, Family::V4).to_string();
+    let b = topo.host(2, Family::V4).to_string();
+    topo.in_gw(&["ipset", "del", "ajar4-t", &a]);
+    topo.in_gw(&["ipset", "add", "ajar4-t", &b, "timeout", "3600", "comment", "rbbbbbbbbbbbb@4000000000.000"]);
+    assert!(!topo.reaches(&topo.a, listen), "deleting A's element did not close A");
+    assert!(topo.reaches(&topo.b, listen), "the hand-made element did not open B");
+    topo.in_gw(&[
+        "iptables",
+        "-t",
+        "filter",
+        "-D",
+        "FORWARD",
+        "-m",
+        "comment",
+        "--comment",
+        "ajar",
+        "-j",
+        "AJAR-FORWARD",
+    ]);
+    topo.in_gw(&["iptables", "-A", "AJAR-FORWARD", "-s", &b, "-j", "ACCEPT"]);
+
+    ajar.restart();
+    // Reconcile runs before the API answers, and every second after.
+    let set = topo.in_gw(&["ipset", "save", "ajar4-t"]);
+    assert!(set.contains(&format!("add ajar4-t {a} ")), "A's grant was not restored:\n{set}\n{}", ajar.stderr());
+    assert!(set.contains(request["id"].as_str().unwrap_or("?")), "{set}");
+    assert!(!set.contains(&b), "the element no grant explains was not removed:\n{set}");
+    assert_eq!(ajar_rules(&topo, Family::V4), rules_before, "ajar's chains were not restored as they were");
+    assert!(topo.reaches(&topo.a, listen), "A's active grant does not work after restart");
+    assert!(!topo.reaches(&topo.b, listen), "B still gets through after reconcile");
+    assert_eq!(foreign(&topo), foreign_before, "a restart changed rules ajar does not own");
+
+    // An element added by hand while ajar runs goes at the next pass.
+    topo.in_gw(&["ipset", "add", "ajar4-t", &b, "timeout", "3600"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while topo.in_gw(&["ipset", "save", "ajar4-t"]).contains(&b) {
+        assert!(std::time::Instant::now() < deadline, "reconcile did not remove a hand-made element");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// ajar reports what the host lacks instead of starting a gateway that
+/// cannot work: IP forwarding (turned on only when the config says so) and
+/// CAP_NET_ADMIN.
+#[test]
+fn ipt_start_checks_forwarding_and_capability() {
+    if !can_run_with("ipt_start_checks_forwarding_and_capability", &["iptables", "ipset", "setpriv"]) {
+        return;
+    }
+    let Setup { topo, echo: _echo, config, .. } = setup("ic", Family::V4);
+
+    // Without CAP_NET_ADMIN (dropped from the bounding set, so the exec'd
+    // ajar cannot have it even as root).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ajar.toml");
+    std::fs::write(&path, &config).expect("write the config");
+    let path = path.to_string_lossy().into_owned();
+    let out = topo.exec(
+        &topo.gw,
+        &["setpriv", "--bounding-set=-net_admin", env!("CARGO_BIN_EXE_ajar"), "server", "--config", &path],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ajar started without CAP_NET_ADMIN");
+    assert!(
+        stderr.contains("needs the CAP_NET_ADMIN capability") && stderr.contains("AmbientCapabilities=CAP_NET_ADMIN"),
+        "{stderr}"
+    );
+    assert_eq!(ajar_rules(&topo, Family::V4), "", "ajar changed the firewall although it refused to start");
+
+    topo.set_forwarding(false);
+    let out = Ajar::run_to_end(&topo, &config, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ajar started with forwarding off");
+    assert!(
+        stderr.contains("net.ipv4.ip_forward is 0") && stderr.contains("sysctl -w net.ipv4.ip_forward=1"),
+        "{stderr}"
+    );
+    let forwarding = topo.exec(&topo.gw, &["sysctl", "-n", "net.ipv4.ip_forward"]);
+    assert_eq!(String::from_utf8_lossy(&forwarding.stdout).trim(), "0", "ajar changed a sysctl it was not allowed to");
+    let enabled = config.replace("iptables = { listen = ", "iptables = { enable_forwarding = true, listen = ");
+    let ajar = Ajar::start(&topo, &enabled);
+    let forwarding = topo.exec(&topo.gw, &["sysctl", "-n", "net.ipv4.ip_forward"]);
+    assert_eq!(String::from_utf8_lossy(&forwarding.stdout).trim(), "1", "{}", ajar.stderr());
+}
