@@ -15,11 +15,11 @@ log() { printf '\n==> %s\n' "$*"; }
 # `kill` (signals to the server under test); chromium and chromium-driver
 # run the portal's browser tests; socat is ajar-bench's forwarder baseline
 # and the kernel-driver tests' TCP client and server; ip (iproute2), nft
-# (nftables) and sysctl (procps) build and inspect the network
-# namespaces of those tests.
+# (nftables), iptables/ip6tables (iptables), ipset (ipset) and sysctl
+# (procps) build and inspect the network namespaces of those tests.
 apt_needed=()
 for pair in kill:procps curl:curl chromium:chromium chromedriver:chromium-driver socat:socat \
-  ip:iproute2 nft:nftables; do
+  ip:iproute2 nft:nftables iptables:iptables ip6tables:iptables ipset:ipset; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || apt_needed+=("${pair#*:}")
 done
 if [ ${#apt_needed[@]} -gt 0 ]; then
@@ -92,4 +92,4 @@ log "tests (SQLite; the store suite also on PostgreSQL)"
 cargo nextest run --workspace --locked --profile ci "$@"
 
 log "black-box tests again, every server on PostgreSQL"
-AJAR_TEST_BACKEND=postgres cargo nextest run -p ajar --locked --profile ci -E "not binary(nftables)" "$@"
+AJAR_TEST_BACKEND=postgres cargo nextest run -p ajar --locked --profile ci -E "not binary(nftables) and not binary(iptables)" "$@"

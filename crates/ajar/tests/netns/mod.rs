@@ -312,6 +312,9 @@ impl Drop for EchoServer {
 /// The real `ajar server` running inside the gateway namespace.
 pub struct Ajar {
     child: Option<Child>,
+    /// Extra environment for every start (e.g. a `PATH` that picks another
+    /// iptables backend).
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     pub url: String,
     gw: String,
@@ -363,10 +366,22 @@ approvals = 0
     /// Starts ajar with `config`; panics with its stderr unless it prints
     /// its address within 30 s.
     pub fn start(topo: &Topology, config: &str) -> Self {
+        Self::start_with_env(topo, config, &[])
+    }
+
+    /// Like [`Ajar::start`], with `env` added to ajar's environment at this
+    /// and every later start.
+    pub fn start_with_env(topo: &Topology, config: &str, env: &[(String, String)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("ajar.toml"), config).expect("write the config");
-        let mut ajar =
-            Ajar { child: None, url: String::new(), gw: topo.gw.clone(), stderr: dir.path().join("stderr"), dir };
+        let mut ajar = Ajar {
+            child: None,
+            env: env.to_vec(),
+            url: String::new(),
+            gw: topo.gw.clone(),
+            stderr: dir.path().join("stderr"),
+            dir,
+        };
         ajar.spawn();
         ajar
     }
@@ -381,6 +396,7 @@ approvals = 0
             .args(["netns", "exec", &self.gw, env!("CARGO_BIN_EXE_ajar"), "server", "--config"])
             .arg(self.config_path())
             .env("AJAR_LOG", "info,ajar_driver_nftables=debug,ajar_driver_iptables=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -403,13 +419,21 @@ approvals = 0
 
     /// Runs ajar with `args` to completion in the gateway namespace.
     pub fn run_to_end(topo: &Topology, config: &str, args: &[&str]) -> Output {
+        Self::run_to_end_with_env(topo, config, args, &[])
+    }
+
+    /// Like [`Ajar::run_to_end`], with `env` added to ajar's environment.
+    pub fn run_to_end_with_env(topo: &Topology, config: &str, args: &[&str], env: &[(String, String)]) -> Output {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ajar.toml");
         std::fs::write(&path, config).expect("write the config");
-        let path = path.to_string_lossy().into_owned();
-        let mut all = vec![env!("CARGO_BIN_EXE_ajar"), "server", "--config", &path];
-        all.extend_from_slice(args);
-        topo.exec(&topo.gw, &all)
+        Command::new("ip")
+            .args(["netns", "exec", &topo.gw, env!("CARGO_BIN_EXE_ajar"), "server", "--config"])
+            .arg(&path)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run ajar")
     }
 
     pub fn stderr(&self) -> String {
