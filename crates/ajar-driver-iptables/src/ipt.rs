@@ -244,19 +244,23 @@ fn nat_rules(target: &Target) -> Result<TargetRules, DriverError> {
 /// Brings the kernel to `rules`: sets first (a rule cannot name a missing
 /// set), then each family's chains in one restore per family, then the
 /// jumps, and last the `stale` sets, which no rule names any more. A family
-/// is touched only when a target or a stale set uses it.
+/// is touched only when a target or a stale set uses it, and gets its jumps
+/// only when a target uses it.
 async fn apply(rules: &[TargetRules], stale: &[String]) -> Result<(), DriverError> {
     for r in rules {
         run("ipset", &render::create_set(&r.set(), r.family()), None).await?;
     }
     for family in Family::ALL {
-        let used =
-            rules.iter().any(|r| r.family() == family) || stale.iter().any(|s| render::set_family(s) == Some(family));
-        if !used {
+        let serves = rules.iter().any(|r| r.family() == family);
+        if !serves && !stale.iter().any(|s| render::set_family(s) == Some(family)) {
             continue;
         }
         let input = render::restore(family, rules);
         run(family.restore(), &["-w".to_owned(), "--noflush".to_owned()], Some(&input)).await?;
+        if !serves {
+            // Emptied only to free the stale sets; no jump is needed.
+            continue;
+        }
         for jump in render::JUMPS {
             if run(family.iptables(), &render::jump("-C", jump), None).await.is_err() {
                 run(family.iptables(), &render::jump("-I", jump), None).await?;

@@ -382,3 +382,53 @@ fn ipt_start_checks_forwarding_and_capability() {
     let forwarding = topo.exec(&topo.gw, &["sysctl", "-n", "net.ipv4.ip_forward"]);
     assert_eq!(String::from_utf8_lossy(&forwarding.stdout).trim(), "1", "{}", ajar.stderr());
 }
+
+/// A reload that adds the first iptables target runs the same host checks
+/// as a start: with forwarding off it is refused, the running config stays
+/// and the firewall is not touched; once forwarding is on, the same reload
+/// switches the target from the built-in gateway to the kernel DNAT, and a
+/// reload moving it back takes its set and rules away.
+#[test]
+fn ipt_reload_adding_the_first_target_checks_the_host() {
+    if !can_run_with("ipt_reload_adding_the_first_target_checks_the_host", TOOLS) {
+        return;
+    }
+    let Setup { topo, echo, listen, config, tools } = setup("ih", Family::V4);
+    let via_gateway = config.replace(
+        &format!("driver = \"iptables\"\niptables = {{ listen = \"{listen}\" }}"),
+        &format!("driver = \"gateway\"\ngateway = {{ listen = \"{listen}\" }}"),
+    );
+    assert_ne!(via_gateway, config, "the test config changed shape");
+    topo.set_forwarding(false);
+    let ajar = Ajar::start(&topo, &via_gateway);
+
+    ajar.reload(&config);
+    ajar.wait_log("config reload failed");
+    let log = ajar.stderr();
+    assert!(log.contains("net.ipv4.ip_forward is 0"), "{log}");
+    assert_eq!(ajar_rules(&topo, &tools, Family::V4), "", "a refused reload changed the firewall");
+    assert!(!topo.in_gw(&["ipset", "list", "-n"]).contains("ajar"), "a refused reload created a set");
+
+    topo.set_forwarding(true);
+    ajar.reload(&config);
+    ajar.wait_log("config reloaded");
+    assert!(ajar_rules(&topo, &tools, Family::V4).contains("-j DNAT"), "{}", ajar.stderr());
+    let alice = Client::login(&topo, &topo.a, &ajar);
+    alice.grant("1m");
+    assert!(topo.reaches(&topo.a, listen), "A's grant does not work after the reload:\n{}", ajar.stderr());
+    // Through the kernel DNAT the server sees A itself, not a relay.
+    assert!(echo.saw(topo.host(1, Family::V4)), "{}", echo.log());
+    assert!(!topo.reaches(&topo.b, listen), "client B got through on client A's grant");
+
+    // Moving the target back to the gateway leaves no set and no rule of
+    // ajar's in the kernel (the empty chains and their jumps stay until
+    // --cleanup).
+    ajar.reload(&via_gateway);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while topo.in_gw(&["ipset", "list", "-n"]).contains("ajar") {
+        assert!(std::time::Instant::now() < deadline, "the set outlived its target:\n{}", ajar.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rules = ajar_rules(&topo, &tools, Family::V4);
+    assert!(!rules.contains("-A AJAR-"), "rules outlived their target:\n{rules}");
+}

@@ -440,6 +440,22 @@ approvals = 0
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Writes `config` over ajar's config file and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        std::fs::write(self.config_path(), config).expect("write the config");
+        let pid = self.child.as_ref().expect("ajar runs").id().to_string();
+        run(&["kill", "-HUP", &pid]);
+    }
+
+    /// Waits up to 10 s for ajar's log to contain `text`.
+    pub fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr().contains(text) {
+            assert!(Instant::now() < deadline, "ajar never logged {text:?}:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL: nothing of ajar runs any more, in user space.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
