@@ -42,7 +42,13 @@ impl Server {
     /// Starts `binary` with a fresh data dir, one user and one gateway
     /// target in front of `target`.
     pub async fn start(binary: &Path, target: SocketAddr) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("ajar-bench-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("ajar-bench-").tempdir()?;
+        // AJAR_BENCH_KEEP=1 keeps the data dir and server.log for a look
+        // afterwards (the path is printed).
+        if std::env::var_os("AJAR_BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("ajar-bench: keeping {}", dir.path().display());
+        }
         let config = dir.path().join("ajar.toml");
         std::fs::write(&config, config_text(&dir.path().join("data"), target, password_hash()?))?;
         let log = dir.path().join("server.log");

@@ -54,27 +54,51 @@ impl AuditFile {
         &self.path
     }
 
-    /// Appends every event the store has beyond the file's last line.
-    pub async fn sync(&self, store: &dyn Store) -> Result<(), AuditFileError> {
+    /// Brings the file up to `written` (events just committed): appends
+    /// them directly when they follow the file's last line, and otherwise
+    /// (commits finishing out of order, lines missing since a crash, or no
+    /// events given) appends every event the store has beyond that line.
+    /// Events an earlier call already wrote cost nothing, so a burst of
+    /// commits shares few writes and fsyncs.
+    pub async fn sync(&self, store: &dyn Store, written: &[AuditEvent]) -> Result<(), AuditFileError> {
         let mut last_seq = self.last_seq.lock().await;
+        if written.last().is_some_and(|e| e.seq <= *last_seq) {
+            return Ok(());
+        }
+        if written.first().is_some_and(|e| e.seq == *last_seq + 1) {
+            *last_seq = self.append(written).await?;
+            return Ok(());
+        }
         loop {
             let events = store.audit_page(&AuditScope::All, *last_seq, PAGE).await?;
             if events.is_empty() {
                 return Ok(());
             }
-            let mut text = String::new();
-            for event in &events {
-                // An AuditEvent always serializes.
-                text.push_str(&serde_json::to_string(event).unwrap_or_default());
-                text.push('\n');
-            }
-            let path = self.path.clone();
-            let io = |source| AuditFileError::Io { path: path.clone(), source };
-            let mut file = std::fs::OpenOptions::new().append(true).open(&self.path).map_err(io)?;
-            file.write_all(text.as_bytes()).map_err(io)?;
-            file.sync_data().map_err(io)?;
-            *last_seq = events.last().map_or(*last_seq, |e| e.seq);
+            *last_seq = self.append(&events).await?;
         }
+    }
+
+    /// Appends `events` and waits until they are on disk; returns the last
+    /// sequence number written.
+    async fn append(&self, events: &[AuditEvent]) -> Result<i64, AuditFileError> {
+        let mut text = String::new();
+        for event in events {
+            // An AuditEvent always serializes.
+            text.push_str(&serde_json::to_string(event).unwrap_or_default());
+            text.push('\n');
+        }
+        let last = events.last().map_or(0, |e| e.seq);
+        let path = self.path.clone();
+        // Writing and fsyncing block: keep them off the runtime's threads.
+        let done = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_data()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        done.map_err(|source| AuditFileError::Io { path: self.path.clone(), source })?;
+        Ok(last)
     }
 
     /// Every event in the file, in file order.

@@ -178,7 +178,7 @@ impl Core {
             let _ = self.changes.send(last.seq);
         }
         if let Some(file) = &self.audit_file {
-            if let Err(e) = file.sync(self.store.as_ref()).await {
+            if let Err(e) = file.sync(self.store.as_ref(), written).await {
                 error!(error = %e, "cannot write the audit file; the database keeps the events and the file catches up at the next write");
             }
         }
@@ -741,6 +741,22 @@ impl Core {
                 }
             }
             for id in &plan.close {
+                // The active grants were listed before the driver was
+                // observed: one that became active in between is open
+                // because it should be. Look again before closing.
+                match self.store.get_request(id).await {
+                    Ok(Some(r))
+                        if r.state == RequestState::Active
+                            && catalog.target(r.target.as_str()).is_some_and(|t| t.driver == *kind) =>
+                    {
+                        continue
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(request = %id, error = %e, "reconcile: cannot look up an unexpected open path; next round");
+                        continue;
+                    }
+                }
                 info!(request = %id, driver = %kind, "reconcile: closing a path that should not be open");
                 if let Err(e) = driver.close(id).await {
                     warn!(request = %id, error = %e, "reconcile: close failed");

@@ -6,6 +6,7 @@
 //! transaction, delivered at commit, so that the other replicas' gateways
 //! and live views follow within milliseconds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ajar_domain::audit::GENESIS;
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, Mutex};
 use tracing::{info, warn};
 
 use crate::codec::{micros, AuditRow, RequestRow};
-use crate::sql::{AUDIT_COLUMNS, REQUEST_COLUMNS};
+use crate::sql::{Committer, AUDIT_COLUMNS, REQUEST_COLUMNS};
 use crate::{AuditFilter, AuditScope, RequestFilter, Store, StoreError};
 
 /// The NOTIFY channel for request changes; the payload is the request id.
@@ -30,7 +31,9 @@ pub struct PgStore {
     pool: PgPool,
     /// Puts this process's writers in line before they queue on the
     /// database's lock, keeping pool connections free for readers.
-    write: Mutex<()>,
+    write: Arc<Mutex<()>>,
+    /// Puts request changes and audit events into group commits.
+    committer: Committer,
 }
 
 impl PgStore {
@@ -44,7 +47,10 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
         Self::migrator().run(&pool).await.map_err(crate::migrate_error)?;
-        Ok(Self { pool, write: Mutex::new(()) })
+        let write = Arc::new(Mutex::new(()));
+        let (committer, queue) = Committer::new();
+        tokio::spawn(Self::commit_loop(pool.clone(), write.clone(), queue));
+        Ok(Self { pool, write, committer })
     }
 
     fn migrator() -> sqlx::migrate::Migrator {

@@ -3,11 +3,22 @@
 //! store types provide: `sql` (placeholder syntax), `serialize_writers`
 //! (how concurrent writers of the audit chain are put in line) and
 //! `announce` (how other replicas learn that a request changed).
+//!
+//! Writes that change requests or the audit chain go through a **group
+//! committer**: one task per store takes every unit of work waiting in its
+//! queue and commits them in one transaction (one chain-head read, one
+//! fsync), then answers each caller with its own outcome. A unit that loses
+//! its compare-and-set gets `Conflict` without disturbing the others; any
+//! other error rolls the whole batch back and its units are committed again
+//! one transaction each, so one bad unit never fails its neighbours. A unit
+//! handed to the committer is committed (or refused) even if its caller
+//! stops waiting, so a cancelled API call never leaves half a change.
 
-/// Implements `Store` for `$store`, a struct with `pool: sqlx::Pool<$db>`
-/// and `write: tokio::sync::Mutex<()>`, whose inherent functions
-/// `sql(&str) -> Cow<str>`, `serialize_writers(&mut Transaction)` and
-/// `announce(&mut Transaction, &str)` adapt it to its backend.
+use ajar_domain::{AuditEvent, NewAuditEvent, Request};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
+
 pub(crate) const AUDIT_COLUMNS: &str =
     "seq, at, actor, action, target, source, request_id, subject, reason, data, prev_hash, hash";
 
@@ -15,42 +26,216 @@ pub(crate) const REQUEST_COLUMNS: &str = "id, target, requester, requester_group
      duration_seconds, state, created_at, decide_by, starts_at, ends_at, approvals_required, approvals, \
      closed_by, close_comment, policies, enforcement_status, enforcement_error";
 
+/// The most units one transaction commits: enough to absorb a burst, small
+/// enough that the first caller in a batch does not wait long for the last.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// One unit of work: a change of requests and the audit events that record
+/// it, committed together or not at all.
+pub(crate) enum Unit {
+    Insert { request: Box<Request>, events: Vec<NewAuditEvent> },
+    Update { before: Box<Request>, request: Box<Request>, events: Vec<NewAuditEvent> },
+    Append { events: Vec<NewAuditEvent> },
+}
+
+pub(crate) type Outcome = Result<Vec<AuditEvent>, StoreError>;
+pub(crate) type Queued = (Unit, oneshot::Sender<Outcome>);
+
+/// The callers' side of the group committer.
+pub(crate) struct Committer {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl Committer {
+    /// A committer and the receiving end its task drains.
+    pub(crate) fn new() -> (Self, mpsc::Receiver<Queued>) {
+        let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
+        (Self { queue }, rx)
+    }
+
+    /// Queues `unit` and waits until it is committed or refused.
+    pub(crate) async fn submit(&self, unit: Unit) -> Outcome {
+        let stopped = || StoreError::Unavailable("the store is shutting down".to_owned());
+        let (reply, outcome) = oneshot::channel();
+        self.queue.send((unit, reply)).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// Takes whatever else is already waiting behind `first`, up to a batch.
+pub(crate) fn gather(first: Queued, queue: &mut mpsc::Receiver<Queued>) -> Vec<Queued> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Implements `Store` for `$store`, a struct with `pool: sqlx::Pool<$db>`,
+/// `write: Arc<tokio::sync::Mutex<()>>` and `committer: Committer`, whose
+/// inherent functions `sql(&str) -> Cow<str>`, `serialize_writers(&mut
+/// Transaction)` and `announce(&mut Transaction, &str)` adapt it to its
+/// backend. The constructor spawns `Self::commit_loop`.
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
         impl $store {
-        async fn append(
+        /// Commits queued units in batches until every `Committer` is gone.
+        async fn commit_loop(
+            pool: sqlx::Pool<$db>,
+            write: std::sync::Arc<Mutex<()>>,
+            mut queue: tokio::sync::mpsc::Receiver<crate::sql::Queued>,
+        ) {
+            while let Some(first) = queue.recv().await {
+                let batch = crate::sql::gather(first, &mut queue);
+                let _write = write.lock().await;
+                let (units, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let outcomes = match Self::commit_batch(&pool, &units).await {
+                    Ok(outcomes) => outcomes,
+                    Err(e) if units.len() == 1 => vec![Err(e)],
+                    // One unit broke the batch: give every unit a
+                    // transaction of its own, so only that one fails.
+                    Err(_) => {
+                        let mut outcomes = Vec::with_capacity(units.len());
+                        for unit in &units {
+                            let outcome = Self::commit_batch(&pool, std::slice::from_ref(unit)).await;
+                            outcomes.push(outcome.and_then(|mut o| o.pop().unwrap_or_else(|| Ok(Vec::new()))));
+                        }
+                        outcomes
+                    }
+                };
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting still had its unit done.
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+
+        /// Runs `units` in one transaction. `Err` means nothing was
+        /// committed; `Ok` holds each unit's own outcome (a lost
+        /// compare-and-set is a unit's `Conflict`, not the batch's).
+        async fn commit_batch(
+            pool: &sqlx::Pool<$db>,
+            units: &[crate::sql::Unit],
+        ) -> Result<Vec<crate::sql::Outcome>, StoreError> {
+            let mut tx = pool.begin().await?;
+            Self::serialize_writers(&mut tx).await?;
+            let mut head = Self::chain_head(&mut tx).await?;
+            let mut outcomes = Vec::with_capacity(units.len());
+            for unit in units {
+                match Self::run_unit(&mut tx, unit, &mut head).await {
+                    Err(e @ StoreError::Conflict { .. }) => outcomes.push(Err(e)),
+                    // Dropping the transaction rolls it back.
+                    Err(e) => return Err(e),
+                    Ok(written) => outcomes.push(Ok(written)),
+                }
+            }
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+
+        async fn run_unit(
             tx: &mut Transaction<'_, $db>,
-            events: Vec<NewAuditEvent>,
+            unit: &crate::sql::Unit,
+            head: &mut (i64, String),
         ) -> Result<Vec<AuditEvent>, StoreError> {
+            use crate::sql::Unit;
+            match unit {
+                Unit::Insert { request, events } => {
+                    let sql = format!("INSERT INTO requests ({REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                    let result = bind_request(sqlx::query(&Self::sql(&sql)), RequestRow::from_request(request)).execute(&mut **tx).await;
+                    if let Err(sqlx::Error::Database(e)) = &result {
+                        if e.is_unique_violation() {
+                            return Err(StoreError::Duplicate { id: request.id.to_string() });
+                        }
+                    }
+                    result?;
+                    let written = Self::append(tx, events, head).await?;
+                    Self::announce(tx, request.id.as_str()).await?;
+                    Ok(written)
+                }
+                Unit::Update { before, request, events } => {
+                    let row = RequestRow::from_request(request);
+                    let expected = RequestRow::from_request(before);
+                    let result = sqlx::query(&Self::sql("UPDATE requests SET state = ?, duration_seconds = ?, starts_at = ?, ends_at = ?, approvals_required = ?, \
+                         approvals = ?, closed_by = ?, close_comment = ?, policies = ?, enforcement_status = ?, enforcement_error = ? \
+                         WHERE id = ? AND state = ? AND approvals = ? AND enforcement_status = ?"))
+                    .bind(row.state)
+                    .bind(row.duration_seconds)
+                    .bind(row.starts_at)
+                    .bind(row.ends_at)
+                    .bind(row.approvals_required)
+                    .bind(row.approvals)
+                    .bind(row.closed_by)
+                    .bind(row.close_comment)
+                    .bind(row.policies)
+                    .bind(row.enforcement_status)
+                    .bind(row.enforcement_error)
+                    .bind(row.id)
+                    .bind(expected.state)
+                    .bind(expected.approvals)
+                    .bind(expected.enforcement_status)
+                    .execute(&mut **tx)
+                    .await?;
+                    if result.rows_affected() != 1 {
+                        return Err(StoreError::Conflict { id: request.id.to_string() });
+                    }
+                    let written = Self::append(tx, events, head).await?;
+                    Self::announce(tx, request.id.as_str()).await?;
+                    Ok(written)
+                }
+                Unit::Append { events } => Self::append(tx, events, head).await,
+            }
+        }
+
+        /// The sequence number and hash of the newest audit event.
+        async fn chain_head(tx: &mut Transaction<'_, $db>) -> Result<(i64, String), StoreError> {
             let head: Option<(i64, String)> =
                 sqlx::query_as(&Self::sql("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"))
                     .fetch_optional(&mut **tx)
                     .await?;
-            let (mut seq, mut hash) = head.unwrap_or((0, GENESIS.to_owned()));
+            Ok(head.unwrap_or((0, GENESIS.to_owned())))
+        }
+
+        /// Chains `events` after `head` and inserts them in one statement;
+        /// `head` moves to the last of them.
+        async fn append(
+            tx: &mut Transaction<'_, $db>,
+            events: &[NewAuditEvent],
+            head: &mut (i64, String),
+        ) -> Result<Vec<AuditEvent>, StoreError> {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
             let mut written = Vec::with_capacity(events.len());
             for event in events {
-                let event = event.chain(seq, &hash);
-                let row = AuditRow::from_event(&event);
-                sqlx::query(&Self::sql("INSERT INTO audit_events (seq, at, actor, action, target, source, request_id, subject, reason, data, prev_hash, hash) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-                .bind(row.seq)
-                .bind(row.at)
-                .bind(row.actor)
-                .bind(row.action)
-                .bind(row.target)
-                .bind(row.source)
-                .bind(row.request_id)
-                .bind(row.subject)
-                .bind(row.reason)
-                .bind(row.data)
-                .bind(row.prev_hash)
-                .bind(row.hash)
-                .execute(&mut **tx)
-                .await?;
-                seq = event.seq;
-                hash = event.hash.clone();
+                let event = event.clone().chain(head.0, &head.1);
+                *head = (event.seq, event.hash.clone());
                 written.push(event);
             }
+            let marks = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; written.len()].join(", ");
+            let sql = format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {marks}");
+            let sql = Self::sql(&sql);
+            let mut query = sqlx::query(&sql);
+            for event in &written {
+                let row = AuditRow::from_event(event);
+                query = query
+                    .bind(row.seq)
+                    .bind(row.at)
+                    .bind(row.actor)
+                    .bind(row.action)
+                    .bind(row.target)
+                    .bind(row.source)
+                    .bind(row.request_id)
+                    .bind(row.subject)
+                    .bind(row.reason)
+                    .bind(row.data)
+                    .bind(row.prev_hash)
+                    .bind(row.hash);
+            }
+            query.execute(&mut **tx).await?;
             Ok(written)
         }
         }
@@ -89,21 +274,7 @@ macro_rules! sql_store {
                 request: &Request,
                 events: Vec<NewAuditEvent>,
             ) -> Result<Vec<AuditEvent>, StoreError> {
-                let _write = self.write.lock().await;
-                let mut tx = self.pool.begin().await?;
-                Self::serialize_writers(&mut tx).await?;
-                let sql = format!("INSERT INTO requests ({REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-                let result = bind_request(sqlx::query(&Self::sql(&sql)), RequestRow::from_request(request)).execute(&mut *tx).await;
-                if let Err(sqlx::Error::Database(e)) = &result {
-                    if e.is_unique_violation() {
-                        return Err(StoreError::Duplicate { id: request.id.to_string() });
-                    }
-                }
-                result?;
-                let written = Self::append(&mut tx, events).await?;
-                Self::announce(&mut tx, request.id.as_str()).await?;
-                tx.commit().await?;
-                Ok(written)
+                self.committer.submit(crate::sql::Unit::Insert { request: Box::new(request.clone()), events }).await
             }
 
             async fn update_request(
@@ -112,47 +283,16 @@ macro_rules! sql_store {
                 request: &Request,
                 events: Vec<NewAuditEvent>,
             ) -> Result<Vec<AuditEvent>, StoreError> {
-                let _write = self.write.lock().await;
-                let mut tx = self.pool.begin().await?;
-                Self::serialize_writers(&mut tx).await?;
-                let row = RequestRow::from_request(request);
-                let expected = RequestRow::from_request(before);
-                let result = sqlx::query(&Self::sql("UPDATE requests SET state = ?, duration_seconds = ?, starts_at = ?, ends_at = ?, approvals_required = ?, \
-                     approvals = ?, closed_by = ?, close_comment = ?, policies = ?, enforcement_status = ?, enforcement_error = ? \
-                     WHERE id = ? AND state = ? AND approvals = ? AND enforcement_status = ?"))
-                .bind(row.state)
-                .bind(row.duration_seconds)
-                .bind(row.starts_at)
-                .bind(row.ends_at)
-                .bind(row.approvals_required)
-                .bind(row.approvals)
-                .bind(row.closed_by)
-                .bind(row.close_comment)
-                .bind(row.policies)
-                .bind(row.enforcement_status)
-                .bind(row.enforcement_error)
-                .bind(row.id)
-                .bind(expected.state)
-                .bind(expected.approvals)
-                .bind(expected.enforcement_status)
-                .execute(&mut *tx)
-                .await?;
-                if result.rows_affected() != 1 {
-                    return Err(StoreError::Conflict { id: request.id.to_string() });
-                }
-                let written = Self::append(&mut tx, events).await?;
-                Self::announce(&mut tx, request.id.as_str()).await?;
-                tx.commit().await?;
-                Ok(written)
+                let unit = crate::sql::Unit::Update {
+                    before: Box::new(before.clone()),
+                    request: Box::new(request.clone()),
+                    events,
+                };
+                self.committer.submit(unit).await
             }
 
             async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<Vec<AuditEvent>, StoreError> {
-                let _write = self.write.lock().await;
-                let mut tx = self.pool.begin().await?;
-                Self::serialize_writers(&mut tx).await?;
-                let written = Self::append(&mut tx, events).await?;
-                tx.commit().await?;
-                Ok(written)
+                self.committer.submit(crate::sql::Unit::Append { events }).await
             }
 
             async fn get_request(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ajar_domain::audit::GENESIS;
@@ -11,7 +12,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
 
 use crate::codec::{micros, AuditRow, RequestRow};
-use crate::sql::{AUDIT_COLUMNS, REQUEST_COLUMNS};
+use crate::sql::{Committer, AUDIT_COLUMNS, REQUEST_COLUMNS};
 use crate::{AuditFilter, AuditScope, RequestFilter, Store, StoreError};
 
 pub struct SqliteStore {
@@ -19,7 +20,9 @@ pub struct SqliteStore {
     /// SQLite has one writer at a time anyway; taking this lock before
     /// every write transaction makes "read the chain head, append after it"
     /// race-free within the process, and turns SQLITE_BUSY into waiting.
-    write: Mutex<()>,
+    write: Arc<Mutex<()>>,
+    /// Puts request changes and audit events into group commits.
+    committer: Committer,
 }
 
 impl SqliteStore {
@@ -52,7 +55,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool, write: Mutex::new(()) })
+        let write = Arc::new(Mutex::new(()));
+        let (committer, queue) = Committer::new();
+        tokio::spawn(Self::commit_loop(pool.clone(), write.clone(), queue));
+        Ok(Self { pool, write, committer })
     }
 
     fn sql(text: &str) -> std::borrow::Cow<'_, str> {

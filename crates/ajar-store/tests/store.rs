@@ -164,6 +164,67 @@ async fn events_form_an_intact_chain_across_writes() {
     }
 }
 
+/// Writers arriving together share one group commit: a unit that loses its
+/// compare-and-set or repeats an id fails alone, every other unit commits,
+/// and the chain stays intact and in commit order.
+#[tokio::test]
+async fn concurrent_writers_share_commits_and_one_bad_unit_fails_alone() {
+    for (backend, store, _dir) in stores().await {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(store);
+        // Ids take 5 bits a byte: spell each one out so none collide by accident.
+        let numbered = |i: u8, requester: &str| {
+            let mut request = pending(i, requester, 1);
+            request.id = RequestId::from_random([i % 32, i / 32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+            request
+        };
+        let existing = numbered(200, "alice");
+        store.insert_request(&existing, vec![event(Action::Requested, "first")]).await.expect("insert");
+        let cancelled = existing.cancel(&Principal::new(name("alice"), [name("dev")]), at(2)).expect("cancel");
+        let mut writers = Vec::new();
+        for i in 0..120u8 {
+            let store = store.clone();
+            let (existing, cancelled) = (existing.clone(), cancelled.next.clone());
+            writers.push(tokio::spawn(async move {
+                match i {
+                    // The same id again.
+                    7 => store.insert_request(&existing, vec![event(Action::Requested, "dup")]).await.map(|_| ()),
+                    // Two writers race on one request: exactly one may win.
+                    20 | 21 => store
+                        .update_request(&existing, &cancelled, vec![event(Action::Cancelled, "cancel")])
+                        .await
+                        .map(|_| ()),
+                    _ => store
+                        .insert_request(
+                            &numbered(i, "bob"),
+                            vec![event(Action::Requested, "new"), event(Action::Login, "x")],
+                        )
+                        .await
+                        .map(|_| ()),
+                }
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for writer in writers {
+            outcomes.push(writer.await.expect("writer"));
+        }
+        assert!(matches!(outcomes[7], Err(StoreError::Duplicate { .. })), "{backend}: {:?}", outcomes[7]);
+        let cancels: Vec<_> = [&outcomes[20], &outcomes[21]].into_iter().filter(|o| o.is_ok()).collect();
+        assert_eq!(cancels.len(), 1, "{backend}: exactly one cancel wins: {:?} {:?}", outcomes[20], outcomes[21]);
+        let lost = if outcomes[20].is_ok() { &outcomes[21] } else { &outcomes[20] };
+        assert!(matches!(lost, Err(StoreError::Conflict { .. })), "{backend}: {lost:?}");
+        let errors: Vec<_> =
+            outcomes.iter().enumerate().filter_map(|(i, o)| o.as_ref().err().map(|e| (i, e.to_string()))).collect();
+        assert_eq!(errors.len(), 2, "{backend}: every other writer committed: {errors:?}");
+        let events = store.audit_page(&AuditScope::All, 0, 10_000).await.expect("audit");
+        // 1 first event, 117 inserts with two events each, one cancel.
+        assert_eq!(events.len(), 1 + 117 * 2 + 1, "{backend}");
+        assert!(ajar_domain::audit::verify(&events, None).is_ok(), "{backend}: the chain is intact");
+        assert!(events.iter().all(|e| e.reason.as_deref() != Some("dup")), "{backend}: the duplicate left no event");
+        let live = store.list_requests(&RequestFilter::default()).await.expect("list");
+        assert_eq!(live.len(), 118, "{backend}");
+    }
+}
+
 #[tokio::test]
 async fn filters_select_by_state_target_and_requester() {
     for (backend, store, _dir) in stores().await {

@@ -101,3 +101,49 @@ async fn sigterm_exits_cleanly_and_active_grants_stay_active() {
     connect_ok(GRANTED, port).await;
     assert_refused(STRANGER, port).await;
 }
+
+/// The reconciler lists the active grants, then asks the gateway what it
+/// has open. A grant activated between the two is open but not on the
+/// list; the reconciler must not take it for a stray and close it (it did:
+/// the benchmark found grants refused for up to one reconcile interval).
+#[tokio::test]
+async fn a_reconcile_pass_never_closes_grants_opened_while_it_runs() {
+    let echo = Echo::start().await;
+    let config = Config::new().server("reconcile_interval = \"1s\"").target("db", echo.addr).policy(Policy::auto(
+        "auto",
+        &["group:dev"],
+        &["db"],
+    ));
+    let server = TestServer::start(config).await;
+    let port = server.config.port("db");
+    let alice = server.login("alice").await;
+
+    // 32 callers ask at once, over several reconcile passes; each grant
+    // binds to its caller's own address.
+    let sources: Vec<std::net::IpAddr> =
+        (0..32u8).flat_map(|w| (1..=80u8).map(move |i| std::net::Ipv4Addr::new(127, 7, w, i).into())).collect();
+    let mut workers = Vec::new();
+    for chunk in sources.chunks(80) {
+        let (alice, chunk) = (alice.calling_from(chunk[0]), chunk.to_vec());
+        workers.push(tokio::spawn(async move {
+            for ip in chunk {
+                let grant = alice.calling_from(ip).request("db", "10m", "INC-77 many at once").await;
+                assert_eq!(grant["state"], "active", "{grant:#}");
+                let mut stream = connect_ok(ip, port).await;
+                round_trip(&mut stream, b"open right after the answer").await;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("a caller failed");
+    }
+    // At least one more pass, then every grant still admits its source.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for ip in &sources {
+        let mut stream = connect_ok(*ip, port).await;
+        round_trip(&mut stream, b"still open").await;
+    }
+    let log = server.stderr();
+    let strays: Vec<&str> = log.lines().filter(|l| l.contains("closing a path that should not be open")).collect();
+    assert!(strays.is_empty(), "the reconciler closed live grants:\n{}", strays.join("\n"));
+}
