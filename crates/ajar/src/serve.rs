@@ -21,6 +21,17 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+/// The API's listening socket, with a queue as long as the kernel allows
+/// (`net.core.somaxconn`): the standard library's 128 dropped SYNs when
+/// thousands of clients asked at once, and each dropped client waited a
+/// second for its retry.
+fn api_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(65_535)?.into_std()
+}
+
 /// Runs the server for `config_path` until SIGTERM or SIGINT. `on_ready`
 /// gets the API's URL once it accepts connections.
 pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Result<std::process::ExitCode> {
@@ -71,7 +82,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let reconciler = ajar_core::reconcile::spawn(core.clone(), config.server.reconcile_interval, shutdown_rx.clone());
     let recorder = tokio::spawn(record_connections(core.clone(), events_rx));
 
-    let listener = std::net::TcpListener::bind(config.server.listen).with_context(|| {
+    let listener = api_listener(config.server.listen).with_context(|| {
         format!(
             "cannot listen on {} (server.listen); is another ajar running? choose another address",
             config.server.listen
