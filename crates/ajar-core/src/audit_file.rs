@@ -1,10 +1,11 @@
 //! The audit log's second copy: JSON lines in `data_dir/audit.jsonl`.
 //!
 //! The store is the source of truth. The file follows it: after every
-//! commit, [`AuditFile::sync`] appends whatever the store holds beyond the
-//! file's last line, so events reach the file in sequence order even when
-//! commits finish out of order, and a crash between commit and write is
-//! repaired at the next sync. Verification compares both copies, so
+//! commit, [`AuditFile::sync`] appends the committed events when they follow
+//! the file's last line, and otherwise whatever the store holds beyond that
+//! line, so events reach the file in sequence order even when commits
+//! finish out of order, and a crash between commit and write is repaired at
+//! the next sync. Verification compares both copies, so
 //! rewriting the database's whole chain still shows.
 
 use std::io::{Read, Seek, SeekFrom, Write};

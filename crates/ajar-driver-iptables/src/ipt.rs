@@ -4,13 +4,12 @@
 //! so the kernel is the only copy of what is open.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Stdio;
 
 use ajar_domain::{DriverKind, RequestId, SourceNet, Target};
 use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
-use ajar_netfilter::host;
 use ajar_netfilter::note::{self, NoteEntry};
+use ajar_netfilter::{host, rules};
 use chrono::Utc;
 use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
@@ -102,7 +101,7 @@ impl Driver for Iptables {
     /// them exist, and destroys the sets of targets that are gone.
     async fn configure(&self, targets: &[Target]) -> Result<(), DriverError> {
         let mut sets = self.sets.lock().await;
-        let rules = targets.iter().map(nat_rules).collect::<Result<Vec<_>, _>>()?;
+        let rules = targets.iter().map(TargetRules::of).collect::<Result<Vec<_>, _>>()?;
         if rules.is_empty() && sets.is_empty() {
             // No target uses iptables, so this server needs neither the
             // tools nor CAP_NET_ADMIN; sets left from an earlier run are
@@ -120,14 +119,14 @@ impl Driver for Iptables {
         }
         let mut programs = vec![("ipset", "ipset")];
         for family in Family::ALL {
-            if rules.iter().any(|r| r.family() == family) {
+            if rules.iter().any(|r| render::family_of(r) == family) {
                 programs.extend([(family.iptables(), "iptables"), (family.restore(), "iptables")]);
             }
         }
         host::require_programs("iptables", &programs)?;
         host::require_net_admin("iptables")?;
         host::require_forwarding("iptables", &targets.iter().collect::<Vec<_>>())?;
-        let wanted: BTreeMap<String, String> = rules.iter().map(|r| (r.set(), r.target.clone())).collect();
+        let wanted: BTreeMap<String, String> = rules.iter().map(|r| (render::set_of(r), r.target.clone())).collect();
         let stale: Vec<String> =
             saved_sets().await?.into_iter().map(|(s, _)| s).filter(|s| !wanted.contains_key(s)).collect();
         apply(&rules, &stale).await?;
@@ -138,33 +137,23 @@ impl Driver for Iptables {
 
     async fn open(&self, grant: &GrantSpec) -> Result<Opened, DriverError> {
         let sets = self.sets.lock().await;
-        let rules = nat_rules(&grant.target)?;
-        let set = rules.set();
+        let rules = TargetRules::of(&grant.target)?;
+        let set = render::set_of(&rules);
         if !sets.contains_key(&set) {
             return Err(DriverError::transient(format!(
                 "target {} is not configured in iptables yet; it will be at the next reconcile",
                 rules.target
             )));
         }
+        rules.check_source(&grant.source)?;
         let source = grant.source.net();
-        if source.addr().is_ipv4() != rules.listen.is_ipv4() {
-            return Err(DriverError::permanent(format!(
-                "source {} and target {} (listening on {}) are of different IP families; request access from an address of the target's family",
-                grant.source, rules.target, rules.listen
-            )));
-        }
         let elements = saved_sets().await?.into_iter().find(|(s, _)| *s == set).map(|(_, e)| e).unwrap_or_default();
         let current = elements.iter().find(|e| e.source == source);
-        let mut entries: Vec<NoteEntry> = current
-            .and_then(|e| e.comment.as_deref().and_then(note::parse))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.id != grant.id)
-            .collect();
-        entries.push(NoteEntry { id: grant.id.clone(), ends_at: grant.ends_at });
+        let entries =
+            note::granting(current.and_then(|e| e.comment.as_deref().and_then(note::parse)), &grant.id, grant.ends_at);
         Self::write(&set, &source, current.is_some(), &entries).await?;
         info!(grant = %grant.id, target_name = %rules.target, source = %grant.source, ends_at = %grant.ends_at, "iptables: grant opened");
-        Ok(opened(&rules.listen))
+        Ok(rules.opened())
     }
 
     async fn close(&self, id: &RequestId) -> Result<(), DriverError> {
@@ -177,12 +166,10 @@ impl Driver for Iptables {
                 continue;
             }
             for element in elements {
-                let Some(notes) = element.comment.as_deref().and_then(note::parse) else { continue };
-                if notes.iter().any(|n| &n.id == id) {
-                    let rest: Vec<NoteEntry> = notes.iter().filter(|n| &n.id != id).cloned().collect();
-                    Self::write(&set, &element.source, true, &rest).await?;
-                    info!(grant = %id, source = %element.source, "iptables: grant closed");
-                }
+                let notes = element.comment.as_deref().and_then(note::parse);
+                let Some(rest) = notes.and_then(|notes| note::without(&notes, id)) else { continue };
+                Self::write(&set, &element.source, true, &rest).await?;
+                info!(grant = %id, source = %element.source, "iptables: grant closed");
             }
         }
         Ok(())
@@ -204,12 +191,7 @@ impl Driver for Iptables {
                 match comment.as_deref().and_then(note::parse) {
                     Some(notes) => {
                         let Ok(source) = SourceNet::parse(&source.to_string()) else { continue };
-                        observed.extend(notes.into_iter().filter(|n| n.ends_at > now).map(|n| Observed {
-                            id: n.id,
-                            target: target.clone(),
-                            source,
-                            ends_at: n.ends_at,
-                        }));
+                        observed.extend(note::observed(notes, target, source, now));
                     }
                     None => {
                         warn!(set = %set, source = %source, "iptables: removing an element ajar did not add");
@@ -222,23 +204,8 @@ impl Driver for Iptables {
     }
 
     fn connect_info(&self, target: &Target) -> Option<Opened> {
-        (target.driver == DriverKind::Iptables).then(|| target.nat.as_ref().map(|n| opened(&n.listen))).flatten()
+        rules::connect_info(target, DriverKind::Iptables)
     }
-}
-
-/// Where clients connect: the listen address itself.
-fn opened(listen: &SocketAddr) -> Opened {
-    Opened { host: listen.ip().to_string(), port: listen.port() }
-}
-
-fn nat_rules(target: &Target) -> Result<TargetRules, DriverError> {
-    let nat = target.nat.as_ref().ok_or_else(|| {
-        DriverError::permanent(format!(
-            "target {} has no iptables table: add iptables = {{ listen = \"ADDRESS:PORT\" }} to it",
-            target.name
-        ))
-    })?;
-    Ok(TargetRules { target: target.name.to_string(), listen: nat.listen, destination: nat.destination })
 }
 
 /// Brings the kernel to `rules`: sets first (a rule cannot name a missing
@@ -248,10 +215,10 @@ fn nat_rules(target: &Target) -> Result<TargetRules, DriverError> {
 /// only when a target uses it.
 async fn apply(rules: &[TargetRules], stale: &[String]) -> Result<(), DriverError> {
     for r in rules {
-        run("ipset", &render::create_set(&r.set(), r.family()), None).await?;
+        run("ipset", &render::create_set(&render::set_of(r), render::family_of(r)), None).await?;
     }
     for family in Family::ALL {
-        let serves = rules.iter().any(|r| r.family() == family);
+        let serves = rules.iter().any(|r| render::family_of(r) == family);
         if !serves && !stale.iter().any(|s| render::set_family(s) == Some(family)) {
             continue;
         }

@@ -20,7 +20,7 @@
 //! The same semantics as the nftables driver's table `inet ajar`.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -106,22 +106,16 @@ pub fn set_family(set: &str) -> Option<Family> {
     Family::ALL.into_iter().find(|f| set.starts_with(f.set_prefix()))
 }
 
-/// What the rules need to know about one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetRules {
-    pub target: String,
-    pub listen: SocketAddr,
-    pub destination: SocketAddr,
+pub use ajar_netfilter::rules::TargetRules;
+
+/// The address family `t` is served in.
+pub fn family_of(t: &TargetRules) -> Family {
+    Family::of(t.listen.ip())
 }
 
-impl TargetRules {
-    pub fn family(&self) -> Family {
-        Family::of(self.listen.ip())
-    }
-
-    pub fn set(&self) -> String {
-        set_name(&self.target, self.family())
-    }
+/// The set of granted sources for `t`.
+pub fn set_of(t: &TargetRules) -> String {
+    set_name(&t.target, family_of(t))
 }
 
 /// The set of granted sources for `target`: `ajar4-<target>` or
@@ -173,7 +167,7 @@ pub fn element(source: &IpNet) -> String {
 /// that are gone disappear in the same step; nothing outside these chains is
 /// named.
 pub fn restore(family: Family, targets: &[TargetRules]) -> String {
-    let mine: Vec<&TargetRules> = targets.iter().filter(|t| t.family() == family).collect();
+    let mine: Vec<&TargetRules> = targets.iter().filter(|t| family_of(t) == family).collect();
     let mut out = format!("*nat\n:{PREROUTING_CHAIN} - [0:0]\n");
     for t in &mine {
         let _ = writeln!(
@@ -182,7 +176,7 @@ pub fn restore(family: Family, targets: &[TargetRules]) -> String {
             t.listen.ip(),
             family.host_len(),
             t.listen.port(),
-            t.set(),
+            set_of(t),
             t.target,
             t.destination,
         );
@@ -195,7 +189,7 @@ pub fn restore(family: Family, targets: &[TargetRules]) -> String {
                 "-A {FORWARD_CHAIN} -p tcp -m conntrack --ctstate DNAT --ctorigdst {} --ctorigdstport {} --ctdir {dir} -m set ! --match-set {} {client} -m comment --comment \"ajar target {}\" -j REJECT --reject-with tcp-reset",
                 t.listen.ip(),
                 t.listen.port(),
-                t.set(),
+                set_of(t),
                 t.target,
             );
         }

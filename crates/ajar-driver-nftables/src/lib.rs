@@ -6,11 +6,3 @@ mod nft;
 pub mod render;
 
 pub use crate::nft::Nftables;
-
-use std::net::SocketAddr;
-
-use ajar_enforce::Opened;
-
-fn opened(listen: &SocketAddr) -> Opened {
-    crate::nft::listen_opened(listen)
-}

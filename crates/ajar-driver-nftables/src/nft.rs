@@ -3,12 +3,11 @@
 //! the kernel's sets, so the kernel is the only copy of what is open.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use ajar_domain::{DriverKind, RequestId, SourceNet, Target};
 use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
-use ajar_netfilter::host;
 use ajar_netfilter::note::{self, NoteEntry};
+use ajar_netfilter::{host, rules};
 use chrono::Utc;
 use ipnet::IpNet;
 use nftables::expr::{Expression, NamedExpression};
@@ -17,7 +16,6 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::opened;
 use crate::render::{self, TargetRules, FAMILY, TABLE};
 
 /// The kernel-enforced DNAT driver. Every change goes through one mutex:
@@ -121,7 +119,7 @@ impl Driver for Nftables {
 
     async fn open(&self, grant: &GrantSpec) -> Result<Opened, DriverError> {
         let sets = self.sets.lock().await;
-        let rules = nat_rules(&grant.target)?;
+        let rules = TargetRules::of(&grant.target)?;
         let set = render::set_name(&rules.target, &rules.listen);
         if !sets.contains_key(&set) {
             return Err(DriverError::transient(format!(
@@ -129,25 +127,14 @@ impl Driver for Nftables {
                 rules.target
             )));
         }
+        rules.check_source(&grant.source)?;
         let source = grant.source.net();
-        if source.addr().is_ipv4() != rules.listen.is_ipv4() {
-            return Err(DriverError::permanent(format!(
-                "source {} and target {} (listening on {}) are of different IP families; request access from an address of the target's family",
-                grant.source, rules.target, rules.listen
-            )));
-        }
         let elements = Self::elements(&set).await?;
         let current = elements.iter().find(|e| e.source == source);
-        let mut entries: Vec<NoteEntry> = current
-            .and_then(|e| e.notes.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.id != grant.id)
-            .collect();
-        entries.push(NoteEntry { id: grant.id.clone(), ends_at: grant.ends_at });
+        let entries = note::granting(current.and_then(|e| e.notes.clone()), &grant.id, grant.ends_at);
         Self::write(&set, &source, current.is_some(), &entries).await?;
         info!(grant = %grant.id, target_name = %rules.target, source = %grant.source, ends_at = %grant.ends_at, "nftables: grant opened");
-        Ok(opened(&rules.listen))
+        Ok(rules.opened())
     }
 
     async fn close(&self, id: &RequestId) -> Result<(), DriverError> {
@@ -161,12 +148,9 @@ impl Driver for Nftables {
                 continue;
             }
             for element in elements {
-                let Some(notes) = &element.notes else { continue };
-                if notes.iter().any(|n| &n.id == id) {
-                    let rest: Vec<NoteEntry> = notes.iter().filter(|n| &n.id != id).cloned().collect();
-                    Self::write(set, &element.source, true, &rest).await?;
-                    info!(grant = %id, source = %element.source, "nftables: grant closed");
-                }
+                let Some(rest) = element.notes.as_deref().and_then(|notes| note::without(notes, id)) else { continue };
+                Self::write(set, &element.source, true, &rest).await?;
+                info!(grant = %id, source = %element.source, "nftables: grant closed");
             }
         }
         Ok(())
@@ -188,12 +172,7 @@ impl Driver for Nftables {
                 match element.notes {
                     Some(notes) => {
                         let Ok(source) = SourceNet::parse(&element.source.to_string()) else { continue };
-                        observed.extend(notes.into_iter().filter(|n| n.ends_at > now).map(|n| Observed {
-                            id: n.id,
-                            target: target.clone(),
-                            source,
-                            ends_at: n.ends_at,
-                        }));
+                        observed.extend(note::observed(notes, target, source, now));
                     }
                     None => {
                         warn!(set = %set, source = %element.source, "nftables: removing an element ajar did not add");
@@ -206,22 +185,12 @@ impl Driver for Nftables {
     }
 
     fn connect_info(&self, target: &Target) -> Option<Opened> {
-        (target.driver == DriverKind::Nftables).then(|| target.nat.as_ref().map(|n| opened(&n.listen))).flatten()
+        rules::connect_info(target, DriverKind::Nftables)
     }
 }
 
-fn nat_rules(target: &Target) -> Result<TargetRules, DriverError> {
-    let nat = target.nat.as_ref().ok_or_else(|| {
-        DriverError::permanent(format!(
-            "target {} has no nftables table: add nftables = {{ listen = \"ADDRESS:PORT\" }} to it",
-            target.name
-        ))
-    })?;
-    Ok(TargetRules { target: target.name.to_string(), listen: nat.listen, destination: nat.destination })
-}
-
 fn target_rules(targets: &[Target]) -> Result<Vec<TargetRules>, DriverError> {
-    targets.iter().map(nat_rules).collect()
+    targets.iter().map(TargetRules::of).collect()
 }
 
 /// Runs one batch as one nft transaction: all of it applies or none.
@@ -288,9 +257,4 @@ fn element(expr: &Expression<'_>) -> Option<Element> {
         _ => return None,
     };
     Some(Element { source, notes: comment.and_then(note::parse) })
-}
-
-/// Where clients connect: the listen address itself.
-pub(crate) fn listen_opened(listen: &SocketAddr) -> Opened {
-    Opened { host: listen.ip().to_string(), port: listen.port() }
 }

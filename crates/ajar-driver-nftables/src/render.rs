@@ -26,13 +26,7 @@ pub const FAMILY: &str = "inet";
 const PREROUTING: &str = "prerouting";
 const FORWARD: &str = "forward";
 
-/// What the ruleset needs to know about one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetRules {
-    pub target: String,
-    pub listen: SocketAddr,
-    pub destination: SocketAddr,
-}
+pub use ajar_netfilter::rules::TargetRules;
 
 /// The set of granted sources for `target`; the family is part of the name
 /// so that moving a target from IPv4 to IPv6 makes a new set rather than

@@ -3,7 +3,8 @@
 //! two grants for the same source share it; the note keeps them apart, and
 //! it is what `observe` reads back after a restart.
 
-use ajar_domain::{RequestId, Timestamp};
+use ajar_domain::{RequestId, SourceNet, Timestamp};
+use ajar_enforce::Observed;
 use chrono::DateTime;
 
 /// nftables caps an element comment at 128 bytes (ipset at 255); four grants
@@ -41,6 +42,29 @@ pub fn parse(text: &str) -> Option<Vec<NoteEntry>> {
         })
         .collect::<Option<Vec<_>>>()
         .filter(|entries| !entries.is_empty())
+}
+
+/// The note of an element that now also admits grant `id` until `ends_at`
+/// (an earlier entry of `id` is replaced).
+pub fn granting(current: Option<Vec<NoteEntry>>, id: &RequestId, ends_at: Timestamp) -> Vec<NoteEntry> {
+    let mut entries: Vec<NoteEntry> = current.unwrap_or_default().into_iter().filter(|e| &e.id != id).collect();
+    entries.push(NoteEntry { id: id.clone(), ends_at });
+    entries
+}
+
+/// The note left once grant `id` is gone, or `None` when `id` is not in it.
+pub fn without(entries: &[NoteEntry], id: &RequestId) -> Option<Vec<NoteEntry>> {
+    entries.iter().any(|e| &e.id == id).then(|| entries.iter().filter(|e| &e.id != id).cloned().collect())
+}
+
+/// The grants an element of `target`'s set admitting `source` stands for
+/// that have not ended at `now`.
+pub fn observed(entries: Vec<NoteEntry>, target: &str, source: SourceNet, now: Timestamp) -> Vec<Observed> {
+    entries
+        .into_iter()
+        .filter(|e| e.ends_at > now)
+        .map(|e| Observed { id: e.id, target: target.to_owned(), source, ends_at: e.ends_at })
+        .collect()
 }
 
 /// The kernel timeout for an element whose grants end at `ends_at`, in whole
@@ -83,6 +107,21 @@ mod tests {
         // Four grants fit in the kernel's comment limit.
         let four: Vec<NoteEntry> = (0..4).map(|i| NoteEntry { id: id(i), ends_at: at(4_000_000_000, 999) }).collect();
         assert!(render(&four).len() <= MAX_NOTE_LEN, "{}", render(&four));
+    }
+
+    #[test]
+    fn granting_replaces_only_its_own_entry_and_without_removes_it() {
+        let old = vec![NoteEntry { id: id(1), ends_at: at(100, 0) }, NoteEntry { id: id(2), ends_at: at(200, 0) }];
+        let now = granting(Some(old), &id(1), at(300, 0));
+        assert_eq!(now.len(), 2);
+        assert!(now.contains(&NoteEntry { id: id(1), ends_at: at(300, 0) }), "{now:?}");
+        assert!(now.contains(&NoteEntry { id: id(2), ends_at: at(200, 0) }), "{now:?}");
+        assert_eq!(without(&now, &id(2)), Some(vec![NoteEntry { id: id(1), ends_at: at(300, 0) }]));
+        assert_eq!(without(&now, &id(3)), None, "a grant not in the note leaves nothing to write");
+        let source = SourceNet::parse("10.0.0.1/32").unwrap();
+        let seen = observed(now, "db", source, at(250, 0));
+        assert_eq!(seen.len(), 1, "ended grants are not observed: {seen:?}");
+        assert_eq!((seen[0].id.clone(), seen[0].target.as_str(), seen[0].source), (id(1), "db", source));
     }
 
     #[test]

@@ -142,7 +142,8 @@ macro_rules! sql_store {
             head: &mut (i64, String),
         ) -> Result<Vec<AuditEvent>, StoreError> {
             use crate::sql::Unit;
-            match unit {
+            let (changed, events) = match unit {
+                Unit::Append { events } => return Self::append(tx, events, head).await,
                 Unit::Insert { request, events } => {
                     let sql = format!("INSERT INTO requests ({REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
                     let result = bind_request(sqlx::query(&Self::sql(&sql)), RequestRow::from_request(request)).execute(&mut **tx).await;
@@ -152,9 +153,7 @@ macro_rules! sql_store {
                         }
                     }
                     result?;
-                    let written = Self::append(tx, events, head).await?;
-                    Self::announce(tx, request.id.as_str()).await?;
-                    Ok(written)
+                    (&request.id, events)
                 }
                 Unit::Update { before, request, events } => {
                     let row = RequestRow::from_request(request);
@@ -182,12 +181,12 @@ macro_rules! sql_store {
                     if result.rows_affected() != 1 {
                         return Err(StoreError::Conflict { id: request.id.to_string() });
                     }
-                    let written = Self::append(tx, events, head).await?;
-                    Self::announce(tx, request.id.as_str()).await?;
-                    Ok(written)
+                    (&request.id, events)
                 }
-                Unit::Append { events } => Self::append(tx, events, head).await,
-            }
+            };
+            let written = Self::append(tx, events, head).await?;
+            Self::announce(tx, changed.as_str()).await?;
+            Ok(written)
         }
 
         /// The sequence number and hash of the newest audit event.

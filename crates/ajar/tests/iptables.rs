@@ -12,7 +12,7 @@ mod netns;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use netns::{assert_cut_on_time, can_run_with, time, Ajar, Client, EchoServer, Family, Flow, Topology};
+use netns::{assert_flow_cut_at_expiry, can_run_with, time, Ajar, Client, EchoServer, Family, Topology};
 
 const LISTEN_PORT: u16 = 2222;
 const SERVER_PORT: u16 = 22;
@@ -189,11 +189,7 @@ fn grant_admits_only_the_requester_and_expiry_cuts(tag: &str, family: Family, to
 
     // At expiry an established flow stops within the bound and new
     // connections fail.
-    let mut flow = Flow::open(&topo.a, listen);
-    assert!(flow.echo(Duration::from_secs(2)), "the established flow does not pass data");
-    let cut = flow.wait_until_cut(Duration::from_secs(10));
-    assert_cut_on_time(cut, ends_at);
-    assert!(!topo.reaches(&topo.a, listen), "client A got a new connection after expiry");
+    assert_flow_cut_at_expiry(&topo, listen, ends_at, None);
 
     // --cleanup removes ajar's chains, jumps and sets and nothing else.
     drop(ajar);
@@ -232,14 +228,7 @@ fn kernel_closes_on_time_after_kill_9(tag: &str, family: Family, tools: Backend)
     let mut ajar = Ajar::start_with_env(&topo, &config, &tools.env());
     let alice = Client::login(&topo, &topo.a, &ajar);
     let ends_at = time(&alice.grant("5s"), "ends_at");
-    let mut flow = Flow::open(&topo.a, listen);
-    assert!(flow.echo(Duration::from_secs(2)), "the established flow does not pass data");
-
-    ajar.kill9();
-    assert!(flow.echo(Duration::from_secs(2)), "the flow must keep working while the grant lasts, ajar or not");
-    let cut = flow.wait_until_cut(Duration::from_secs(12));
-    assert_cut_on_time(cut, ends_at);
-    assert!(!topo.reaches(&topo.a, listen), "client A got a new connection after expiry with ajar dead");
+    assert_flow_cut_at_expiry(&topo, listen, ends_at, Some(&mut ajar));
     let set = topo.in_gw(&["ipset", "save", set_name(family)]);
     assert!(!set.contains("add "), "the kernel kept an expired element:\n{set}");
 }

@@ -603,6 +603,24 @@ impl Drop for Flow {
     }
 }
 
+/// Client A's flow through `listen` passes data, and is cut within the
+/// bound of `ends_at`; afterwards A's new connections fail. With `kill`,
+/// ajar is killed (SIGKILL) while the flow is open, and the flow must keep
+/// working until the kernel alone ends it.
+pub fn assert_flow_cut_at_expiry(topo: &Topology, listen: SocketAddr, ends_at: DateTime<Utc>, kill: Option<&mut Ajar>) {
+    let mut flow = Flow::open(&topo.a, listen);
+    assert!(flow.echo(Duration::from_secs(2)), "the established flow does not pass data");
+    let killed = kill.is_some();
+    if let Some(ajar) = kill {
+        ajar.kill9();
+        assert!(flow.echo(Duration::from_secs(2)), "the flow must keep working while the grant lasts, ajar or not");
+    }
+    let cut = flow.wait_until_cut(Duration::from_secs(12));
+    assert_cut_on_time(cut, ends_at);
+    let dead = if killed { " with ajar dead" } else { "" };
+    assert!(!topo.reaches(&topo.a, listen), "client A got a new connection after expiry{dead}");
+}
+
 /// Asserts that a flow that stopped at `cut` did so within the issue's
 /// bound of `ends_at` (and not before it), and returns the lag.
 pub fn assert_cut_on_time(cut: DateTime<Utc>, ends_at: DateTime<Utc>) -> Duration {
