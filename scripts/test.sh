@@ -78,6 +78,34 @@ if ! "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
 fi
 export AJAR_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PG_PORT"
 
+# --- AWS API emulator -------------------------------------------------------
+# The AWS driver tests talk to moto server (pinned), installed into its own
+# virtualenv and started once on 127.0.0.1; later runs reuse both.
+MOTO_PORT=${AJAR_MOTO_PORT:-5055}
+MOTO_VENV=${AJAR_MOTO_VENV:-/var/tmp/ajar-moto-venv}
+MOTO_VERSION=5.2.5
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  log "installing Python 3 with venv for the AWS emulator"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends python3 python3-venv
+fi
+if ! "$MOTO_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
+  log "installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+if ! curl -fsS -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null; then
+  log "starting moto server on 127.0.0.1:$MOTO_PORT"
+  nohup "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >/tmp/ajar-moto.log 2>&1 &
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null && break
+    sleep 0.2
+  done
+  curl -fsS -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" || { echo "moto server did not start; see /tmp/ajar-moto.log" >&2; exit 1; }
+fi
+export AJAR_TEST_MOTO="http://127.0.0.1:$MOTO_PORT"
+
 # --- checks -----------------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all --check

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ajar_domain::catalog::{GatewaySettings, NatSettings};
-use ajar_domain::{DriverKind, GrantDuration, Name, Policy, Subject, Target, TargetSelector, User};
+use ajar_domain::{AwsSettings, DriverKind, GrantDuration, Name, Policy, Subject, Target, TargetSelector, User};
 use toml_edit::Table;
 
 use crate::reader::{Field, Located, Reader, TableView};
-use crate::{values, ServerSettings, TlsSettings};
+use crate::{aws, values, ServerSettings, TlsSettings};
 
 /// Everything read from the file, before cross-references are checked.
 pub(crate) struct Drafts {
@@ -74,7 +74,8 @@ const SERVER_KEYS: &[&str] = &[
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
 const USER_KEYS: &[&str] = &["name", "password_hash", "groups"];
-const TARGET_KEYS: &[&str] = &["name", "address", "driver", "labels", "gateway", "nftables", "iptables"];
+const TARGET_KEYS: &[&str] =
+    &["name", "address", "driver", "labels", "gateway", "nftables", "iptables", "aws_sg", "aws_instance"];
 const GATEWAY_KEYS: &[&str] = &["listen", "public_host"];
 const NAT_KEYS: &[&str] = &["listen", "enable_forwarding"];
 const POLICY_KEYS: &[&str] =
@@ -308,27 +309,45 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
         Some(f) => r.table(&f, NAT_KEYS).map(|n| Some(nat(r, &n, address.as_ref()))),
         None => Some(None),
     };
+    // `None` is an error (a missing table is reported below); `Some(None)`
+    // means the target uses no AWS driver.
+    let aws: Option<Option<AwsSettings>> = match driver.as_ref().map(|d| d.value) {
+        Some(DriverKind::AwsSg) => t.get("aws_sg").map(|f| {
+            r.table(&f, aws::SG_KEYS)
+                .and_then(|a| aws::security_group(r, &a, address.as_ref()))
+                .map(AwsSettings::SecurityGroup)
+        }),
+        Some(DriverKind::AwsInstance) => t.get("aws_instance").map(|f| {
+            r.table(&f, aws::INSTANCE_KEYS)
+                .and_then(|a| aws::instance(r, &a, address.as_ref()))
+                .map(AwsSettings::Instance)
+        }),
+        _ => Some(None),
+    };
     if let Some(driver) = &driver {
         for kind in DriverKind::ALL {
-            let field = t.get(kind.as_str());
+            let key = kind.table_key();
+            let field = t.get(key);
             let wanted = driver.value == *kind;
             match (field, wanted) {
                 (None, true) => {
-                    let example = match kind {
-                        DriverKind::Gateway => "gateway = { listen = \"0.0.0.0:15432\" }",
-                        DriverKind::Nftables => "nftables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)",
-                        DriverKind::Iptables => "iptables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)",
+                    let (example, why) = match kind {
+                        DriverKind::Gateway => ("gateway = { listen = \"0.0.0.0:15432\" }", "where to listen for this target"),
+                        DriverKind::Nftables => ("nftables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)", "where to listen for this target"),
+                        DriverKind::Iptables => ("iptables = { listen = \"10.77.1.1:2222\" } (this host's own address and port)", "where to listen for this target"),
+                        DriverKind::AwsSg => ("aws_sg = { security_group_id = \"sg-0abc1234\", region = \"us-east-1\" }", "which security group to add rules to"),
+                        DriverKind::AwsInstance => ("aws_instance = { ami = \"ami-0abc1234\", instance_type = \"t3.micro\", subnet_id = \"subnet-0abc1234\", security_group_ids = [\"sg-0abc1234\"], listen_port = 15432 }", "what to launch for each grant"),
                     };
                     r.error(
-                        &t.loc.child(kind.as_str(), Some(driver.loc.offset)),
-                        format!("the {kind} driver needs to know where to listen for this target; add {example}"),
+                        &t.loc.child(key, Some(driver.loc.offset)),
+                        format!("the {kind} driver needs to know {why}; add {example}"),
                     );
                 }
                 (Some(f), false) => r.error(
                     &f.loc,
                     format!(
-                        "{} {kind} table only applies to targets with driver = \"{kind}\", and this target uses {:?}; remove it",
-                        if *kind == DriverKind::Iptables { "an" } else { "a" },
+                        "{} {key} table only applies to targets with driver = \"{kind}\", and this target uses {:?}; remove it",
+                        if matches!(kind, DriverKind::Iptables | DriverKind::AwsSg | DriverKind::AwsInstance) { "an" } else { "a" },
                         driver.value.as_str()
                     ),
                 ),
@@ -361,6 +380,7 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
             labels: labels.clone()?,
             gateway,
             nat,
+            aws: aws?,
         })
     })();
     TargetDraft { name, labels: labels.unwrap_or_default(), listen, target }

@@ -58,6 +58,7 @@
 //! wrong type instead of stopping at the first, and locates even tables the
 //! file only implies.
 
+mod aws;
 mod check;
 mod decode;
 mod error;

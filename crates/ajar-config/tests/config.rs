@@ -646,7 +646,7 @@ gateway = { listen = "0.0.0.0:1" }
 [[targets]]
 name = "b"
 address = "10.0.3.12:99999"
-driver = "aws-sg"
+driver = "azure-nsg"
 
 [[targets]]
 name = "c"
@@ -662,7 +662,7 @@ gateway = { listen = "localhost:15432", public_host = "gw example" }
         &[
             ("5:11", "targets[0].address", "\"10.0.3.12\" has no port; write host:port such as 10.0.3.12:5432"),
             ("11:11", "targets[1].address", "port \"99999\" in \"10.0.3.12:99999\" is not a number from 1 to 65535"),
-            ("12:10", "targets[1].driver", "\"aws-sg\" is not a driver ajar knows; the drivers are \"gateway\", \"nftables\", \"iptables\""),
+            ("12:10", "targets[1].driver", "\"azure-nsg\" is not a driver ajar knows; the drivers are \"gateway\", \"nftables\", \"iptables\", \"aws-sg\", \"aws-instance\""),
             ("16:11", "targets[2].address", "looks like an IPv6 address without brackets"),
             ("17:10", "targets[2].gateway", "the gateway driver needs to know where to listen for this target; add gateway = { listen = \"0.0.0.0:15432\" }"),
             ("23:22", "targets[3].gateway.listen", "\"localhost:15432\" is not an address to listen on: write IP:port"),
@@ -1102,5 +1102,112 @@ fn database_must_be_a_postgres_url() {
     assert!(
         errors.contains("ajar.toml:2:") && errors.contains("server.database") && errors.contains("postgres://"),
         "{errors}"
+    );
+}
+
+#[test]
+fn aws_targets_parse_into_their_settings() {
+    let config = ok(r#"
+[server]
+
+[[targets]]
+name = "web-ssh"
+address = "10.0.1.5:22"
+driver = "aws-sg"
+aws_sg = { security_group_id = "sg-0abc1234", region = "us-east-1", endpoint_url = "http://127.0.0.1:5000" }
+
+[[targets]]
+name = "web-both"
+address = "web.internal:443"
+driver = "aws-sg"
+aws_sg = { security_group_id = "sg-0123456789abcdef0", protocol = "udp", ports = [443, 8443], rule_quota = 200, network_interface_ids = ["eni-0abc1234"] }
+
+[[targets]]
+name = "db-via-app-server"
+address = "10.0.3.12:5432"
+driver = "aws-instance"
+aws_instance = { region = "us-east-1", ami = "ami-0abc1234", instance_type = "t3.micro", subnet_id = "subnet-0abc1234", security_group_ids = ["sg-0def5678"], listen_port = 15432, warm_pool = 2, instance_profile = "ajar-app", key_name = "ops", tags = { team = "payments" }, launch_timeout = "90s" }
+"#);
+    use ajar_domain::{AwsSettings, IpProtocol};
+    let web = config.catalog.target("web-ssh").unwrap();
+    assert_eq!(web.driver, DriverKind::AwsSg);
+    let Some(AwsSettings::SecurityGroup(sg)) = &web.aws else { panic!("{web:?}") };
+    assert_eq!(sg.security_group_id, "sg-0abc1234");
+    assert_eq!(sg.api.region.as_deref(), Some("us-east-1"));
+    assert_eq!(sg.api.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    assert_eq!((sg.protocol, sg.ports.clone(), sg.rule_quota), (IpProtocol::Tcp, vec![22], 60), "defaults");
+    let both = config.catalog.target("web-both").unwrap();
+    let Some(AwsSettings::SecurityGroup(sg)) = &both.aws else { panic!("{both:?}") };
+    assert_eq!((sg.protocol, sg.ports.clone(), sg.rule_quota), (IpProtocol::Udp, vec![443, 8443], 200));
+    assert_eq!(sg.network_interface_ids, vec!["eni-0abc1234".to_owned()]);
+    let db = config.catalog.target("db-via-app-server").unwrap();
+    assert_eq!(db.driver, DriverKind::AwsInstance);
+    let Some(AwsSettings::Instance(i)) = &db.aws else { panic!("{db:?}") };
+    assert_eq!(
+        (i.ami.as_str(), i.instance_type.as_str(), i.subnet_id.as_str()),
+        ("ami-0abc1234", "t3.micro", "subnet-0abc1234")
+    );
+    assert_eq!(i.security_group_ids, vec!["sg-0def5678".to_owned()]);
+    assert_eq!((i.listen_port, i.warm_pool, i.launch_timeout), (15432, 2, Duration::from_secs(90)));
+    assert_eq!(i.destination, "10.0.3.12:5432".parse::<SocketAddr>().unwrap());
+    assert_eq!((i.instance_profile.as_deref(), i.key_name.as_deref()), (Some("ajar-app"), Some("ops")));
+    assert_eq!(i.tags.get("team").map(String::as_str), Some("payments"));
+    assert_eq!((db.gateway.clone(), db.nat.clone()), (None, None));
+}
+
+#[test]
+fn aws_tables_are_checked_key_by_key() {
+    check(
+        r#"
+[server]
+
+[[targets]]
+name = "a"
+address = "10.0.1.5:22"
+driver = "aws-sg"
+aws_sg = { security_group_id = "sg-XYZ", protocol = "icmp", ports = [22, 22], rule_quota = 0, region = "Mars" }
+
+[[targets]]
+name = "b"
+address = "db.internal:5432"
+driver = "aws-instance"
+aws_instance = { ami = "ami-0abc1234", instance_type = "big", subnet_id = "subnet-0abc1234", security_group_ids = [], listen_port = 0, warm_pool = 11, tags = { "ajar:grant" = "x" }, idle_timeout = "10m" }
+
+[[targets]]
+name = "c"
+address = "10.0.1.5:22"
+driver = "aws-sg"
+
+[[targets]]
+name = "d"
+address = "10.0.1.5:22"
+driver = "gateway"
+gateway = { listen = "127.0.0.1:2222" }
+aws_instance = { ami = "ami-0abc1234" }
+"#,
+        &[
+            ("7", "targets[0].aws_sg.region", "is not an AWS region"),
+            (
+                "7",
+                "targets[0].aws_sg.security_group_id",
+                "is not a security group id; write one such as \"sg-0abc1234\"",
+            ),
+            ("7", "targets[0].aws_sg.protocol", "write \"tcp\" or \"udp\""),
+            ("7", "targets[0].aws_sg.ports", "at least one, such as [22]"),
+            ("7", "targets[0].aws_sg.rule_quota", "from 1 to 1000"),
+            ("11", "targets[1].address", "must be an IP address and port for aws-instance"),
+            ("13", "targets[1].aws_instance.instance_type", "is not an EC2 instance type"),
+            ("13", "targets[1].aws_instance.security_group_ids", "at least one security group"),
+            ("13", "targets[1].aws_instance.listen_port", "from 1 to 65535"),
+            ("13", "targets[1].aws_instance.warm_pool", "from 0 to 10"),
+            ("13", "targets[1].aws_instance.tags.ajar:grant", "keys starting with ajar: are ajar's own"),
+            ("13", "targets[1].aws_instance.idle_timeout", "idle_timeout is not supported yet"),
+            ("18", "targets[2].aws_sg", "the aws-sg driver needs to know which security group to add rules to"),
+            (
+                "25",
+                "targets[3].aws_instance",
+                "an aws_instance table only applies to targets with driver = \"aws-instance\"",
+            ),
+        ],
     );
 }

@@ -270,25 +270,29 @@ impl Core {
     /// Opens the path of an active grant and records how that went.
     async fn open_grant(&self, request: Request) -> Request {
         let catalog = self.catalog();
+        let started = std::time::Instant::now();
         let outcome = match self.driver_for(&catalog, &request) {
             Ok((target, driver)) => {
                 let Some(ends_at) = request.ends_at else { return request };
-                let spec = GrantSpec { id: request.id.clone(), target, source: request.source, ends_at };
+                let spec = grant_spec(&request, target, ends_at);
                 driver.open(&spec).await.map(|opened| (opened, driver))
             }
             Err(e) => Err(e),
         };
+        // How long opening took (an instance launch takes seconds), for the
+        // audit event.
+        let open_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut next = request.clone();
         let (event, driver) = match outcome {
             Ok((opened, driver)) => {
                 next.enforcement = Enforcement::status(EnforcementStatus::Open);
-                let data = json!({ "host": opened.host, "port": opened.port });
+                let data = json!({ "host": opened.host, "port": opened.port, "open_ms": open_ms });
                 (self.request_event(&next, Action::Opened, &Actor::System, None, data), Some(driver))
             }
             Err(e) => {
                 warn!(request = %request.id, error = %e, "opening the grant failed; the reconciler will retry");
                 next.enforcement = Enforcement { status: EnforcementStatus::Failed, error: Some(e.message.clone()) };
-                let data = json!({ "error": e.message, "transient": e.transient });
+                let data = json!({ "error": e.message, "transient": e.transient, "open_ms": open_ms });
                 (self.request_event(&next, Action::OpenFailed, &Actor::System, None, data), None)
             }
         };
@@ -391,9 +395,14 @@ impl Core {
         self.schedule(&request);
         let catalog = self.catalog();
         let Ok((target, driver)) = self.driver_for(&catalog, &request) else { return };
+        // A cloud driver's rules and instances are the same for every
+        // replica: the replica that made the change has acted on them.
+        if target.driver.is_shared() {
+            return;
+        }
         match (request.state, request.ends_at) {
             (RequestState::Active, Some(ends_at)) => {
-                let spec = GrantSpec { id: request.id.clone(), target, source: request.source, ends_at };
+                let spec = grant_spec(&request, target, ends_at);
                 // Local only: the replica that activated the grant records
                 // its enforcement; this one just enforces it too.
                 if let Err(e) = driver.open(&spec).await {
@@ -527,8 +536,13 @@ impl Core {
 
     fn view(&self, request: Request) -> RequestView {
         let open = request.state == RequestState::Active && request.enforcement.status == EnforcementStatus::Open;
-        let connect =
-            if open { self.catalog().target(request.target.as_str()).and_then(|t| self.connect_info(t)) } else { None };
+        let connect = if open {
+            self.catalog()
+                .target(request.target.as_str())
+                .and_then(|t| self.drivers.get(&t.driver).and_then(|d| d.grant_connect_info(&request.id, t)))
+        } else {
+            None
+        };
         RequestView { request, connect }
     }
 
@@ -730,7 +744,7 @@ impl Core {
                 .iter()
                 .filter_map(|r| {
                     let target = catalog.target(r.target.as_str()).filter(|t| t.driver == *kind)?;
-                    Some(GrantSpec { id: r.id.clone(), target: target.clone(), source: r.source, ends_at: r.ends_at? })
+                    Some(grant_spec(r, target.clone(), r.ends_at?))
                 })
                 .collect();
             let plan = plan(&desired, &observed);
@@ -943,6 +957,11 @@ impl Core {
         let (events, head_hash) = head.unwrap_or((0, ajar_domain::audit::GENESIS.to_owned()));
         Ok(AuditReport { ok: true, events, head_hash, problem: None })
     }
+}
+
+/// What a driver needs to know about the active grant `request`.
+fn grant_spec(request: &Request, target: Target, ends_at: Timestamp) -> GrantSpec {
+    GrantSpec { id: request.id.clone(), target, requester: request.requester.clone(), source: request.source, ends_at }
 }
 
 fn broken(head: Option<(i64, String)>, seq: i64, message: String) -> AuditReport {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::{GrantDuration, Name, SourceNet};
 
@@ -22,6 +23,10 @@ pub struct Target {
     /// Settings of the kernel DNAT drivers, present exactly when `driver` is
     /// [`DriverKind::Nftables`] or [`DriverKind::Iptables`].
     pub nat: Option<NatSettings>,
+    /// Settings of the AWS drivers, present exactly when `driver` is
+    /// [`DriverKind::AwsSg`] or [`DriverKind::AwsInstance`] (and of the
+    /// matching variant).
+    pub aws: Option<AwsSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,23 +52,116 @@ pub struct NatSettings {
     pub enable_forwarding: bool,
 }
 
+/// What an AWS driver needs to know about a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsSettings {
+    SecurityGroup(AwsSgSettings),
+    Instance(AwsInstanceSettings),
+}
+
+/// Which AWS endpoint a driver talks to. `None` falls back to the SDK's
+/// standard chain (`AWS_REGION`, the profile, instance metadata) and to the
+/// region's public endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AwsApi {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// The transport protocol a security-group rule admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpProtocol {
+    Tcp,
+    Udp,
+}
+
+impl IpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpProtocol::Tcp => "tcp",
+            IpProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// `driver = "aws-sg"`: an ingress rule for the grant's source in one
+/// security group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSgSettings {
+    pub api: AwsApi,
+    pub security_group_id: String,
+    pub protocol: IpProtocol,
+    /// The ports each grant opens, one rule per port.
+    pub ports: Vec<u16>,
+    /// How many inbound rules the group may hold (the account's "inbound
+    /// rules per security group" quota); ajar refuses to open past it.
+    pub rule_quota: u32,
+    /// The target's network interfaces, whose established-TCP tracking
+    /// timeout ajar checks at start (it bounds how long a connection
+    /// outlives its rule).
+    pub network_interface_ids: Vec<String>,
+}
+
+/// `driver = "aws-instance"`: a fresh app server per grant that forwards
+/// `listen_port` to the target and admits only the grant's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsInstanceSettings {
+    pub api: AwsApi,
+    pub ami: String,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub security_group_ids: Vec<String>,
+    pub listen_port: u16,
+    /// The critical server (the target's `address`, parsed).
+    pub destination: SocketAddr,
+    pub instance_profile: Option<String>,
+    pub key_name: Option<String>,
+    /// Extra tags on every instance (never `ajar:` or `aws:` keys).
+    pub tags: BTreeMap<String, String>,
+    /// Instances kept running, unassigned, so that a grant opens in seconds.
+    pub warm_pool: u32,
+    /// How long an instance may take to reach `running`.
+    pub launch_timeout: Duration,
+}
+
 /// How a path to a target is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DriverKind {
     Gateway,
     Nftables,
     Iptables,
+    AwsSg,
+    AwsInstance,
 }
 
 impl DriverKind {
-    pub const ALL: &'static [DriverKind] = &[DriverKind::Gateway, DriverKind::Nftables, DriverKind::Iptables];
+    pub const ALL: &'static [DriverKind] =
+        &[DriverKind::Gateway, DriverKind::Nftables, DriverKind::Iptables, DriverKind::AwsSg, DriverKind::AwsInstance];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DriverKind::Gateway => "gateway",
             DriverKind::Nftables => "nftables",
             DriverKind::Iptables => "iptables",
+            DriverKind::AwsSg => "aws-sg",
+            DriverKind::AwsInstance => "aws-instance",
         }
+    }
+
+    /// The key of the target's settings table for this driver.
+    pub fn table_key(self) -> &'static str {
+        match self {
+            DriverKind::AwsSg => "aws_sg",
+            DriverKind::AwsInstance => "aws_instance",
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether the driver changes shared cloud resources rather than this
+    /// host: every replica sees the same rules and instances, so only the
+    /// replica that changes a grant acts on it (and reconcile repairs).
+    pub fn is_shared(self) -> bool {
+        matches!(self, DriverKind::AwsSg | DriverKind::AwsInstance)
     }
 
     /// Whether the driver programs the kernel through DNAT and reads

@@ -16,6 +16,7 @@ pub mod source;
 
 pub use audit::{Action, AuditEvent, ChainBreak, NewAuditEvent};
 pub use catalog::{Access, Catalog, DriverKind, Policy, Subject, Target, TargetSelector, User};
+pub use catalog::{AwsApi, AwsInstanceSettings, AwsSettings, AwsSgSettings, IpProtocol};
 pub use duration::GrantDuration;
 pub use identity::ExternalIdentity;
 pub use name::Name;

@@ -38,6 +38,7 @@ fn catalog(approvals: u32, max_secs: u64, approver_mask: u8, sources: Vec<Source
             labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
             gateway: None,
             nat: None,
+            aws: None,
         }],
         policies: vec![Policy {
             name: name("p"),

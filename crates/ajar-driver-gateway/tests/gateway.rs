@@ -78,6 +78,7 @@ fn target(name: &str, address: SocketAddr, listen: &str) -> Target {
         labels: Default::default(),
         gateway: Some(GatewaySettings { listen: listen.parse().unwrap(), public_host: None }),
         nat: None,
+        aws: None,
     }
 }
 
@@ -100,6 +101,7 @@ impl Harness {
         let grant = GrantSpec {
             id: RequestId::from_random([n; 12]),
             target: self.target.clone(),
+            requester: Name::parse("alice").unwrap(),
             source: SourceNet::host(IpAddr::from(source)),
             ends_at: Utc::now() + lasts,
         };
@@ -435,6 +437,7 @@ async fn unreachable_target_is_reported_and_the_client_closed() {
     let grant = GrantSpec {
         id: RequestId::from_random([1; 12]),
         target: db,
+        requester: Name::parse("alice").unwrap(),
         source: SourceNet::host(IpAddr::from(GRANTED)),
         ends_at: Utc::now() + Duration::from_secs(60),
     };

@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use ajar_domain::{RequestId, SourceNet, Target, Timestamp};
+use ajar_domain::{Name, RequestId, SourceNet, Target, Timestamp};
 
 /// A grant as a driver needs to see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantSpec {
     pub id: RequestId,
     pub target: Target,
+    /// Who asked: cloud drivers name them on what they create.
+    pub requester: Name,
     pub source: SourceNet,
     pub ends_at: Timestamp,
 }
@@ -74,6 +76,12 @@ pub trait Driver: Send + Sync {
     /// Where a client connects for `target`, if the driver can tell without
     /// opening anything.
     fn connect_info(&self, target: &Target) -> Option<Opened>;
+
+    /// Where a client connects for the open grant `id`, for drivers whose
+    /// address differs per grant (an instance launched for it).
+    fn grant_connect_info(&self, _id: &RequestId, target: &Target) -> Option<Opened> {
+        self.connect_info(target)
+    }
 }
 
 /// What a reconciler must do to converge.
@@ -111,7 +119,7 @@ pub fn plan(desired: &[GrantSpec], observed: &[Observed]) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ajar_domain::{DriverKind, Name};
+    use ajar_domain::DriverKind;
     use proptest::prelude::*;
 
     fn target(name: &str) -> Target {
@@ -122,6 +130,7 @@ mod tests {
             labels: Default::default(),
             gateway: None,
             nat: None,
+            aws: None,
         }
     }
 
@@ -129,6 +138,7 @@ mod tests {
         GrantSpec {
             id: RequestId::from_random([i; 12]),
             target: target("t"),
+            requester: Name::parse("alice").expect("valid"),
             source: SourceNet::host(std::net::IpAddr::from([10, 0, 0, i])),
             ends_at: chrono::DateTime::from_timestamp(end, 0).unwrap_or_default(),
         }

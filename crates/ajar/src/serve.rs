@@ -12,6 +12,7 @@ use ajar_config::Config;
 use ajar_core::audit_file::AuditFile;
 use ajar_core::{Core, CoreSettings, SystemClock};
 use ajar_domain::{Action, DriverKind, NewAuditEvent};
+use ajar_driver_aws::{AwsInstance, AwsSecurityGroup};
 use ajar_driver_gateway::{ConnectionEvent, ConnectionEventKind, Gateway};
 use ajar_driver_iptables::Iptables;
 use ajar_driver_nftables::Nftables;
@@ -50,10 +51,15 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     // CAP_NET_ADMIN.
     let nftables: Arc<dyn Driver> = Arc::new(Nftables::new());
     let iptables: Arc<dyn Driver> = Arc::new(Iptables::new());
+    // Likewise the AWS drivers call AWS only for targets that use them.
+    let aws_sg: Arc<dyn Driver> = Arc::new(AwsSecurityGroup::new());
+    let aws_instance: Arc<dyn Driver> = Arc::new(AwsInstance::new());
     let drivers = BTreeMap::from([
         (DriverKind::Gateway, gateway),
         (DriverKind::Nftables, nftables),
         (DriverKind::Iptables, iptables),
+        (DriverKind::AwsSg, aws_sg),
+        (DriverKind::AwsInstance, aws_instance),
     ]);
     let core = Core::new(
         store.clone(),

@@ -442,6 +442,14 @@ impl TestServer {
             .args(&self.args)
             .current_dir(self.dir.path())
             .env("AJAR_CONFIG_DIR", self.dir.path().join("server-client-config"))
+            // The AWS drivers (against the emulator) find these through the
+            // SDK's standard chain; the instance metadata service, which is
+            // not on loopback, is never asked.
+            .env("AWS_ACCESS_KEY_ID", "ajar-test")
+            .env("AWS_SECRET_ACCESS_KEY", "ajar-test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
