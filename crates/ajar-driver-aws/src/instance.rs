@@ -246,6 +246,18 @@ impl Driver for AwsInstance {
             let instances = list(&c.client, &[name.to_owned()], &[]).await?;
             let mine = instances.iter().find(|s| s.is_live() && s.tag(tags::GRANT) == Some(grant.id.as_str()));
             if let Some(seen) = mine {
+                let end = tags::end_text(grant.ends_at);
+                if seen.tag(tags::ENDS_AT) != Some(end.as_str()) {
+                    c.client
+                        .create_tags()
+                        .resources(&seen.id)
+                        .tags(Tag::builder().key(tags::ENDS_AT).value(end).build())
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            describe(&format!("retag instance {} with grant {}'s end", seen.id, grant.id), e)
+                        })?;
+                }
                 (c, seen.id.clone(), false)
             } else if let Some(pooled) = instances.iter().find(|s| {
                 s.state == InstanceStateName::Running
@@ -269,6 +281,23 @@ impl Driver for AwsInstance {
                     .send()
                     .await
                     .map_err(|e| describe(&format!("take instance {} out of the warm pool", pooled.id), e))?;
+                // Another replica may have claimed the same instance at the
+                // same moment; tags have no compare-and-set, so read them
+                // back. A lost race ends the instance: its script may have
+                // read either grant's source, and serving one grant under
+                // the other's tags would outlive that grant.
+                let now = describe_one(&c.client, &pooled.id).await?;
+                let ours = now.as_ref().is_some_and(|s| {
+                    s.tag(tags::GRANT) == Some(grant.id.as_str())
+                        && s.tag(tags::SOURCE) == Some(source.to_string().as_str())
+                });
+                if !ours {
+                    terminate(&c.client, std::slice::from_ref(&pooled.id)).await?;
+                    return Err(DriverError::transient(format!(
+                        "warm instance {} was claimed by another grant at the same moment; ajar terminated it and retries at the next reconcile",
+                        pooled.id
+                    )));
+                }
                 (c, pooled.id.clone(), true)
             } else {
                 let id = launch(&c, name, Some((grant, &source))).await?;
@@ -473,15 +502,7 @@ async fn launch(
 async fn wait_running(c: &Configured, instance: &str) -> Result<IpAddr, DriverError> {
     let deadline = Instant::now() + c.settings.launch_timeout;
     loop {
-        let answer = c
-            .client
-            .describe_instances()
-            .instance_ids(instance)
-            .send()
-            .await
-            .map_err(|e| describe(&format!("check whether instance {instance} runs"), e))?;
-        let seen = answer.reservations().iter().flat_map(|r| r.instances()).next().map(Seen::of);
-        match seen {
+        match describe_one(&c.client, instance).await? {
             Some(s) if s.state == InstanceStateName::Running => {
                 return s.address.ok_or_else(|| {
                     DriverError::permanent(format!("instance {instance} runs but has no IP address; check subnet {}", c.settings.subnet_id))
@@ -503,6 +524,17 @@ async fn wait_running(c: &Configured, instance: &str) -> Result<IpAddr, DriverEr
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// What AWS says about one instance, if it knows it.
+async fn describe_one(client: &Client, instance: &str) -> Result<Option<Seen>, DriverError> {
+    let answer = client
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .map_err(|e| describe(&format!("read the state of instance {instance}"), e))?;
+    Ok(answer.reservations().iter().flat_map(|r| r.instances()).next().map(Seen::of))
 }
 
 /// ajar's instances (tagged `ajar:target` with one of `names`) that are not

@@ -12,6 +12,7 @@ mod netns;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, ResourceType, SecurityGroupRule, Tag, TagSpecification};
@@ -158,8 +159,13 @@ fn instance_target(name: &str, address: &str, vpc: &Vpc, group: &str, endpoint: 
 /// A config with `targets` (whole sections) and an auto-approving policy
 /// for dev on them; sources within 10.0.0.0/8 may be named explicitly.
 fn config(targets: &[String], names: &[&str]) -> Config {
+    config_every(targets, names, "1s")
+}
+
+/// [`config`] with reconcile passes every `interval`.
+fn config_every(targets: &[String], names: &[&str], interval: &str) -> Config {
     let mut config = Config::new()
-        .server("reconcile_interval = \"1s\"")
+        .server(&format!("reconcile_interval = {interval:?}"))
         .policy(Policy::auto("aws", &["group:dev"], names).sources(&["10.0.0.0/8", "127.0.0.0/8"]));
     for t in targets {
         config = config.section(t);
@@ -566,11 +572,27 @@ async fn a_warm_pool_is_filled_claimed_at_open_and_refilled() {
     assert_eq!(state_of(&ec2, &claimed).await, "terminated", "release terminates the grant's instance");
 }
 
-/// A TCP relay in front of the emulator that the test can switch off: while
-/// off, it cuts every connection and accepts only to close.
+/// What the relay in front of the emulator does with a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Passes it through to the emulator.
+    Pass,
+    /// Closes it at once: AWS is unreachable.
+    Down,
+    /// Answers each request with 503 RequestLimitExceeded (AWS throttling)
+    /// while `throttle` is above zero, counting down.
+    Throttle,
+}
+
+/// A TCP relay in front of the emulator that the test can switch: every
+/// switch cuts the connections it is relaying, so the SDK's pooled
+/// connections cannot bypass the new mode.
 struct Relay {
     url: String,
-    on: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
+    throttle: Arc<AtomicU32>,
+    /// Requests answered with 503 so far.
+    throttled: Arc<AtomicU32>,
 }
 
 impl Relay {
@@ -579,28 +601,119 @@ impl Relay {
             upstream.trim_start_matches("http://").trim_end_matches('/').parse().expect("the emulator's address");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the relay");
         let url = format!("http://{}", listener.local_addr().expect("relay address"));
-        let (on, watch) = watch::channel(true);
+        let (mode, watch) = watch::channel(Mode::Pass);
+        let (throttle, throttled) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (left, count) = (throttle.clone(), throttled.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut watch = watch.clone();
-                if !*watch.borrow() {
-                    continue;
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
-                    tokio::select! {
-                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|on| !*on) => {}
+                let current = *watch.borrow_and_update();
+                match current {
+                    Mode::Down => continue,
+                    Mode::Throttle if left.load(Ordering::SeqCst) > 0 => {
+                        tokio::spawn(answer_throttled(inbound, left.clone(), count.clone()));
                     }
-                });
+                    _ => {
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                            tokio::select! {
+                                _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = watch.changed() => {}
+                            }
+                        });
+                    }
+                }
             }
         });
-        Self { url, on }
+        Self { url, mode, throttle, throttled }
     }
 
     fn set(&self, on: bool) {
-        self.on.send_replace(on);
+        self.mode.send_replace(if on { Mode::Pass } else { Mode::Down });
     }
+
+    /// Throttles the next `n` requests, then passes again.
+    fn throttle_next(&self, n: u32) {
+        self.throttle.store(n, Ordering::SeqCst);
+        self.mode.send_replace(Mode::Throttle);
+    }
+
+    fn throttled(&self) -> u32 {
+        self.throttled.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads HTTP requests on `stream` and answers each with EC2's throttling
+/// error while `left` lasts; the connection is closed after each answer.
+async fn answer_throttled(mut stream: TcpStream, left: Arc<AtomicU32>, count: Arc<AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    // The request head, then as much body as it announces.
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    if left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+        return;
+    }
+    count.fetch_add(1, Ordering::SeqCst);
+    let body = "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>ajar-test</RequestID></Response>";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_is_retried_with_backoff_a_bounded_number_of_times() {
+    let Some(url) = moto_url("aws throttling") else { return };
+    let ec2 = ec2(&url);
+    let relay = Relay::start(&url).await;
+    let vpc = Vpc::new(&ec2).await;
+    let group = vpc.security_group().await;
+    let web = unique("web");
+    let targets = [sg_target(&web, "10.0.1.5:22", &group, &relay.url, "")];
+    // No reconcile pass during the test: every call is the grant's own.
+    let server = TestServer::start(config_every(&targets, &[&web], "1h")).await;
+    let alice = server.login("alice").await;
+
+    // Throttled twice, then answered: the open succeeds within one call.
+    relay.throttle_next(2);
+    let started = std::time::Instant::now();
+    let first = id(&alice.request(&web, "10m", "INC-4 throttled").await);
+    let opened = settled(&alice, &first).await;
+    assert_eq!(opened["enforcement"]["status"], "open", "{opened:#}");
+    assert_eq!(relay.throttled(), 2, "both throttled attempts were retried");
+    eprintln!("aws-sg: opened through 2 throttled attempts in {:?}", started.elapsed());
+
+    // Throttled for good: the SDK gives up after 4 attempts, and the grant
+    // fails in words.
+    relay.throttle_next(1000);
+    let second =
+        id(&alice.calling_from("127.0.0.6".parse().expect("ip")).request(&web, "10m", "INC-4 throttled").await);
+    let failed = settled(&alice, &second).await;
+    assert_eq!(failed["enforcement"]["status"], "failed", "{failed:#}");
+    let error = failed["enforcement"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("throttling") && error.contains("RequestLimitExceeded"), "{error}");
+    assert_eq!(relay.throttled(), 2 + 4, "at most 4 attempts per call");
+    relay.set(true);
 }
 
 #[tokio::test(flavor = "multi_thread")]
