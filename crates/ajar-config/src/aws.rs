@@ -35,6 +35,7 @@ const DEFAULT_RULE_QUOTA: i64 = 60;
 const MAX_WARM_POOL: i64 = 10;
 const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(180);
 const LAUNCH_TIMEOUT_RANGE: (u64, u64) = (10, 900);
+const IDLE_TIMEOUT_RANGE: (u64, u64) = (10, 86_400);
 
 /// Reads `aws_sg = { ... }`; `address` is the target's `host:port`, whose
 /// port is the default of `ports`.
@@ -172,13 +173,18 @@ pub(crate) fn instance(
         }),
         None => Some(DEFAULT_LAUNCH_TIMEOUT),
     };
-    if let Some(f) = t.get("idle_timeout") {
-        r.error(
-            &f.loc,
-            "idle_timeout is not supported yet: an instance lives exactly as long as its grant (release the grant to end it early); remove the key",
-        );
-        return None;
-    }
+    let idle_timeout = match t.get("idle_timeout") {
+        Some(f) => r.parse(&f, GrantDuration::parse).and_then(|d| {
+            let secs = d.value.as_secs();
+            if (IDLE_TIMEOUT_RANGE.0..=IDLE_TIMEOUT_RANGE.1).contains(&secs) {
+                Some(Some(Duration::from_secs(secs)))
+            } else {
+                r.error(&f.loc, format!("{} is not an idle timeout ajar accepts; use 10s to 24h, or leave it out to keep the app server for the whole grant", d.value));
+                None
+            }
+        }),
+        None => Some(None),
+    };
     Some(AwsInstanceSettings {
         api: api?,
         ami: ami?.value,
@@ -192,6 +198,7 @@ pub(crate) fn instance(
         tags: tags?,
         warm_pool: u32::try_from(warm_pool?).ok()?,
         launch_timeout: launch_timeout?,
+        idle_timeout: idle_timeout?,
     })
 }
 

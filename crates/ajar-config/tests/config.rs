@@ -1126,7 +1126,7 @@ aws_sg = { security_group_id = "sg-0123456789abcdef0", protocol = "udp", ports =
 name = "db-via-app-server"
 address = "10.0.3.12:5432"
 driver = "aws-instance"
-aws_instance = { region = "us-east-1", ami = "ami-0abc1234", instance_type = "t3.micro", subnet_id = "subnet-0abc1234", security_group_ids = ["sg-0def5678"], listen_port = 15432, warm_pool = 2, instance_profile = "ajar-app", key_name = "ops", tags = { team = "payments" }, launch_timeout = "90s" }
+aws_instance = { region = "us-east-1", ami = "ami-0abc1234", instance_type = "t3.micro", subnet_id = "subnet-0abc1234", security_group_ids = ["sg-0def5678"], listen_port = 15432, warm_pool = 2, instance_profile = "ajar-app", key_name = "ops", tags = { team = "payments" }, launch_timeout = "90s", idle_timeout = "15m" }
 "#);
     use ajar_domain::{AwsSettings, IpProtocol};
     let web = config.catalog.target("web-ssh").unwrap();
@@ -1149,6 +1149,7 @@ aws_instance = { region = "us-east-1", ami = "ami-0abc1234", instance_type = "t3
     );
     assert_eq!(i.security_group_ids, vec!["sg-0def5678".to_owned()]);
     assert_eq!((i.listen_port, i.warm_pool, i.launch_timeout), (15432, 2, Duration::from_secs(90)));
+    assert_eq!(i.idle_timeout, Some(Duration::from_secs(900)));
     assert_eq!(i.destination, "10.0.3.12:5432".parse::<SocketAddr>().unwrap());
     assert_eq!((i.instance_profile.as_deref(), i.key_name.as_deref()), (Some("ajar-app"), Some("ops")));
     assert_eq!(i.tags.get("team").map(String::as_str), Some("payments"));
@@ -1171,7 +1172,7 @@ aws_sg = { security_group_id = "sg-XYZ", protocol = "icmp", ports = [22, 22], ru
 name = "b"
 address = "db.internal:5432"
 driver = "aws-instance"
-aws_instance = { ami = "ami-0abc1234", instance_type = "big", subnet_id = "subnet-0abc1234", security_group_ids = [], listen_port = 0, warm_pool = 11, tags = { "ajar:grant" = "x" }, idle_timeout = "10m" }
+aws_instance = { ami = "ami-0abc1234", instance_type = "big", subnet_id = "subnet-0abc1234", security_group_ids = [], listen_port = 0, warm_pool = 11, tags = { "ajar:grant" = "x" }, idle_timeout = "5s" }
 
 [[targets]]
 name = "c"
@@ -1201,7 +1202,7 @@ aws_instance = { ami = "ami-0abc1234" }
             ("13", "targets[1].aws_instance.listen_port", "from 1 to 65535"),
             ("13", "targets[1].aws_instance.warm_pool", "from 0 to 10"),
             ("13", "targets[1].aws_instance.tags.ajar:grant", "keys starting with ajar: are ajar's own"),
-            ("13", "targets[1].aws_instance.idle_timeout", "idle_timeout is not supported yet"),
+            ("13", "targets[1].aws_instance.idle_timeout", "is not an idle timeout ajar accepts; use 10s to 24h"),
             ("18", "targets[2].aws_sg", "the aws-sg driver needs to know which security group to add rules to"),
             (
                 "25",

@@ -13,7 +13,7 @@ use ajar_domain::{
     Action, AuditEvent, Catalog, Change, DriverKind, Effect, Enforcement, EnforcementStatus, GrantDuration,
     NewAuditEvent, Request, RequestId, RequestState, Target, Timestamp,
 };
-use ajar_enforce::{plan, Driver, DriverError, GrantSpec, Opened};
+use ajar_enforce::{plan, Driver, DriverError, EndedEarly, GrantSpec, Opened};
 use ajar_store::{AuditScope, RequestFilter, Store, StoreError};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -732,6 +732,24 @@ impl Core {
         let catalog = self.catalog();
         let mut observed_ids = BTreeSet::new();
         for (kind, driver) in &self.drivers {
+            // Paths that ended on their own end their grants first, so that
+            // the plan below does not open them again.
+            match driver.ended_early().await {
+                Ok(ended) => {
+                    for EndedEarly { id, why } in ended {
+                        let Some(at) = active.iter().position(|r| r.id == id) else { continue };
+                        let request = active.remove(at);
+                        info!(request = %id, driver = %kind, why = %why, "reconcile: the path ended on its own; ending the grant");
+                        if let Some(change) = request.withdraw(why, now) {
+                            match self.apply(&request, change).await {
+                                Ok(_) | Err(CoreError::Conflict) => {}
+                                Err(e) => warn!(request = %id, error = %e, "cannot end a grant whose path ended"),
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(driver = %kind, error = %e, "cannot ask the driver which paths ended on their own"),
+            }
             let observed = match driver.observe().await {
                 Ok(o) => o,
                 Err(e) => {

@@ -122,6 +122,9 @@ pub struct AwsInstanceSettings {
     pub warm_pool: u32,
     /// How long an instance may take to reach `running`.
     pub launch_timeout: Duration,
+    /// When set, an app server that forwards no traffic for this long
+    /// powers itself off, and ajar ends (revokes) its grant.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// How a path to a target is opened.

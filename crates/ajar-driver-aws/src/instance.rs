@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ajar_domain::{AwsApi, AwsInstanceSettings, AwsSettings, RequestId, SourceNet, Target};
-use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
+use ajar_enforce::{Driver, DriverError, EndedEarly, GrantSpec, Observed, Opened};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, Instance, InstanceMetadataEndpointState,
     InstanceMetadataOptionsRequest, InstanceMetadataTagsState, InstanceStateName, InstanceType, ResourceType,
@@ -403,6 +403,43 @@ impl Driver for AwsInstance {
         Ok(observed)
     }
 
+    /// Grants whose app server shut itself down (`poweroff` inside it) well
+    /// before the grant's end: the idle watch of `idle_timeout`, or someone
+    /// on the instance. AWS names such a shutdown
+    /// `Client.InstanceInitiatedShutdown`; terminations through the API
+    /// (ajar's own closes) are user-initiated and not reported.
+    async fn ended_early(&self) -> Result<Vec<EndedEarly>, DriverError> {
+        let state = self.inner.state.lock().await;
+        let now = chrono::Utc::now();
+        let mut ended = Vec::new();
+        for (client, names) in state.apis.values() {
+            let names: Vec<String> = names.iter().cloned().collect();
+            let filters = [
+                Filter::builder().name(format!("tag:{}", tags::TARGET)).set_values(Some(names)).build(),
+                Filter::builder().name("tag-key").values(tags::GRANT).build(),
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(vec!["shutting-down".to_owned(), "terminated".to_owned()]))
+                    .build(),
+                Filter::builder().name("state-reason-code").values(SELF_SHUTDOWN).build(),
+            ];
+            let answer = client
+                .describe_instances()
+                .set_filters(Some(filters.to_vec()))
+                .send()
+                .await
+                .map_err(|e| describe("list app servers that shut themselves down", e))?;
+            for seen in answer.reservations().iter().flat_map(|r| r.instances()).map(Seen::of) {
+                let idle =
+                    seen.tag(tags::TARGET).and_then(|t| state.targets.get(t)).and_then(|c| c.settings.idle_timeout);
+                if let Some(found) = self_ended(&seen, idle, now) {
+                    ended.push(found);
+                }
+            }
+        }
+        Ok(ended)
+    }
+
     /// The address differs per grant: see [`Driver::grant_connect_info`].
     fn connect_info(&self, _target: &Target) -> Option<Opened> {
         None
@@ -411,6 +448,32 @@ impl Driver for AwsInstance {
     fn grant_connect_info(&self, id: &RequestId, _target: &Target) -> Option<Opened> {
         self.inner.addresses.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
+}
+
+/// AWS's state reason for a shutdown from inside the instance.
+const SELF_SHUTDOWN: &str = "Client.InstanceInitiatedShutdown";
+/// A shutdown this close to the grant's end is the script's own power-off
+/// at the end (the instance's clock may run a little ahead), not an early
+/// end.
+const END_MARGIN_SECS: i64 = 10;
+
+/// The early end `seen` (an instance that shut itself down) stands for, if
+/// its grant had not reached its end by `now`.
+fn self_ended(seen: &Seen, idle: Option<Duration>, now: chrono::DateTime<chrono::Utc>) -> Option<EndedEarly> {
+    let id = RequestId::parse(seen.tag(tags::GRANT)?)?;
+    let ends_at = tags::parse_end(seen.tag(tags::ENDS_AT)?)?;
+    if ends_at - now <= chrono::Duration::seconds(END_MARGIN_SECS) {
+        return None;
+    }
+    let why = match idle {
+        Some(idle) => format!(
+            "app server {} forwarded nothing for {} s (idle_timeout) and shut itself down",
+            seen.id,
+            idle.as_secs()
+        ),
+        None => format!("app server {} shut itself down before the grant's end", seen.id),
+    };
+    Some(EndedEarly { id, why })
 }
 
 /// The tags that hand an instance to `grant`.
@@ -441,7 +504,7 @@ async fn launch(
         Some((g, source)) => Mode::Grant { source: *source, ends_unix: g.ends_at.timestamp() },
         None => Mode::Pool,
     };
-    let script = userdata::render(&mode, s.listen_port, destination);
+    let script = userdata::render(&mode, s.listen_port, destination, s.idle_timeout.map(|d| d.as_secs()));
     let mut tag_list: Vec<Tag> = s.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
     tag_list.push(Tag::builder().key(tags::TARGET).value(target).build());
     tag_list.push(Tag::builder().key(tags::CONFIG).value(&c.digest).build());
@@ -599,6 +662,45 @@ fn digest(s: &AwsInstanceSettings) -> String {
         &tags,
         // The boot script itself: a new ajar with a new script does not hand
         // out instances booted with the old one.
-        &userdata::render(&Mode::Pool, 1, std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 1)),
+        &userdata::render(
+            &Mode::Pool,
+            s.listen_port,
+            std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 1),
+            s.idle_timeout.map(|d| d.as_secs()),
+        ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(tags: &[(&str, &str)]) -> Seen {
+        Seen {
+            id: "i-0abc1234".to_owned(),
+            state: InstanceStateName::Terminated,
+            tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            address: None,
+            launched: None,
+        }
+    }
+
+    #[test]
+    fn a_self_shutdown_ends_its_grant_only_well_before_the_end() {
+        let now = chrono::DateTime::from_timestamp(1_764_558_000, 0).unwrap_or_default();
+        let id = RequestId::from_random([3; 12]);
+        let later = tags::end_text(now + chrono::Duration::minutes(30));
+        let idle = seen(&[(tags::GRANT, id.as_str()), (tags::ENDS_AT, &later)]);
+        let ended = self_ended(&idle, Some(Duration::from_secs(600)), now);
+        assert_eq!(ended.as_ref().map(|e| &e.id), Some(&id));
+        let why = ended.map(|e| e.why).unwrap_or_default();
+        assert!(why.contains("i-0abc1234") && why.contains("600 s") && why.contains("idle_timeout"), "{why}");
+        assert!(self_ended(&idle, None, now).is_some_and(|e| e.why.contains("before the grant's end")));
+        // At the end, the power-off is the script's own: the grant expires.
+        let soon = tags::end_text(now + chrono::Duration::seconds(5));
+        assert_eq!(self_ended(&seen(&[(tags::GRANT, id.as_str()), (tags::ENDS_AT, &soon)]), None, now), None);
+        // Tags ajar cannot read stand for no grant.
+        assert_eq!(self_ended(&seen(&[(tags::GRANT, "nonsense"), (tags::ENDS_AT, &later)]), None, now), None);
+        assert_eq!(self_ended(&seen(&[(tags::ENDS_AT, &later)]), None, now), None);
+    }
 }

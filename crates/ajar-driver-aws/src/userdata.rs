@@ -20,8 +20,10 @@ pub enum Mode {
     Pool,
 }
 
-/// The script for an instance forwarding `listen_port` to `destination`.
-pub fn render(mode: &Mode, listen_port: u16, destination: SocketAddrV4) -> String {
+/// The script for an instance forwarding `listen_port` to `destination`;
+/// with `idle_secs`, it also powers the instance off once it has forwarded
+/// nothing for that many seconds.
+pub fn render(mode: &Mode, listen_port: u16, destination: SocketAddrV4, idle_secs: Option<u64>) -> String {
     let mut s = String::from("#!/bin/sh\n");
     s.push_str("# ajar app server: forwards one port to one target for one grant's source, until the grant ends.\n");
     s.push_str("set -eu\n");
@@ -39,6 +41,10 @@ pub fn render(mode: &Mode, listen_port: u16, destination: SocketAddrV4) -> Strin
         Mode::Pool => s.push_str(POOL_WAIT),
     }
     s.push_str(RULES);
+    if let Some(idle) = idle_secs {
+        let _ = writeln!(s, "IDLE={idle}");
+        s.push_str(IDLE_WATCH);
+    }
     s
 }
 
@@ -67,6 +73,18 @@ iptables -w -A INPUT -p tcp --dport "$LISTEN_PORT" -j DROP
 ( while [ "$(date +%s)" -lt "$ENDS" ]; do sleep 1; done; $POWEROFF ) </dev/null >/dev/null 2>&1 &
 "#;
 
+/// Sums the forwarded bytes every second (the FORWARD chain's counters);
+/// after IDLE seconds without a change, powers off. A grant nobody uses
+/// ends that way too.
+const IDLE_WATCH: &str = r#"( last=""; quiet=0
+  while :; do
+    now=$(iptables -w -L FORWARD -v -x -n | awk 'NR > 2 { bytes += $2 } END { print bytes + 0 }')
+    if [ "$now" = "$last" ]; then quiet=$((quiet + 1)); else quiet=0; last=$now; fi
+    if [ "$quiet" -ge "$IDLE" ]; then $POWEROFF; exit 0; fi
+    sleep 1
+  done ) </dev/null >/dev/null 2>&1 &
+"#;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -78,6 +96,7 @@ mod tests {
             &Mode::Grant { source: "203.0.113.7/32".parse().unwrap(), ends_unix: 1_764_558_000 },
             15432,
             "10.0.3.12:5432".parse().unwrap(),
+            None,
         );
         assert!(script.starts_with("#!/bin/sh\n"), "{script}");
         for line in [
@@ -92,11 +111,13 @@ mod tests {
             assert!(script.contains(line), "missing {line:?} in\n{script}");
         }
         assert!(!script.contains("169.254.169.254"), "a grant script needs no metadata: {script}");
+        assert!(!script.contains("IDLE="), "no idle watch unless asked: {script}");
     }
 
     #[test]
     fn a_pool_script_waits_for_its_grant_in_the_tags() {
-        let script = render(&Mode::Pool, 15432, "10.0.3.12:5432".parse().unwrap());
+        let script = render(&Mode::Pool, 15432, "10.0.3.12:5432".parse().unwrap(), Some(600));
+        assert!(script.contains("\nIDLE=600\n") && script.contains("iptables -w -L FORWARD -v -x -n"), "{script}");
         assert!(script.contains("meta-data/tags/instance/$1"), "{script}");
         assert!(script.contains("imds ajar:source") && script.contains("imds ajar:ends-at"), "{script}");
         assert!(!script.contains("\nSOURCE=2"), "{script}");

@@ -26,6 +26,16 @@ pub struct Observed {
     pub ends_at: Timestamp,
 }
 
+/// A grant whose path ended on its own before the grant did, such as an
+/// app server that powered itself off after idling; the control plane ends
+/// the grant instead of opening the path again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedEarly {
+    pub id: RequestId,
+    /// Why, in words, for the audit log.
+    pub why: String,
+}
+
 /// Where a client reaches an opened grant.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Opened {
@@ -72,6 +82,11 @@ pub trait Driver: Send + Sync {
 
     /// Everything this driver has actually opened right now.
     async fn observe(&self) -> Result<Vec<Observed>, DriverError>;
+
+    /// Grants whose paths ended on their own since they were opened.
+    async fn ended_early(&self) -> Result<Vec<EndedEarly>, DriverError> {
+        Ok(Vec::new())
+    }
 
     /// Where a client connects for `target`, if the driver can tell without
     /// opening anything.

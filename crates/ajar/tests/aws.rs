@@ -405,7 +405,7 @@ async fn an_instance_grant_launches_one_tagged_app_server_whose_script_admits_on
     let vpc = Vpc::new(&ec2).await;
     let group = vpc.security_group().await;
     let db = unique("db");
-    let targets = [instance_target(&db, &server_addr.to_string(), &vpc, &group, &url, "")];
+    let targets = [instance_target(&db, &server_addr.to_string(), &vpc, &group, &url, ", idle_timeout = \"1h\"")];
     let server = TestServer::start(config(&targets, &[&db])).await;
     let alice = server.login("alice").await;
 
@@ -439,6 +439,7 @@ async fn an_instance_grant_launches_one_tagged_app_server_whose_script_admits_on
         "DESTINATION_PORT=5432\n".to_owned(),
         "LISTEN_PORT=15432\n".to_owned(),
         format!("ENDS={}\n", time(&grant, "ends_at").timestamp()),
+        "IDLE=3600\n".to_owned(),
     ] {
         assert!(script.contains(&line), "missing {line:?} in the user data:\n{script}");
     }
@@ -510,6 +511,50 @@ async fn an_instance_grant_launches_one_tagged_app_server_whose_script_admits_on
     })
     .await;
     assert_eq!(state_of(&ec2, &bystander).await, "running", "an instance ajar did not make is left alone");
+}
+
+/// The idle watch of `idle_timeout`, run in namespaces: traffic keeps the
+/// app server up, and once the flow goes quiet it powers itself off.
+#[test]
+fn an_idle_app_server_powers_itself_off_and_a_busy_one_does_not() {
+    if !netns::can_run_with("aws-instance idle", &["iptables"]) {
+        return;
+    }
+    let topo = netns::Topology::new("awsid");
+    let _echo = netns::EchoServer::start(&topo, netns::Family::V4, 5432);
+    let source = match topo.host(1, netns::Family::V4) {
+        std::net::IpAddr::V4(ip) => ipnet::Ipv4Net::new(ip, 32).expect("a /32"),
+        other => panic!("client A has no IPv4 address: {other}"),
+    };
+    let destination = match SocketAddr::new(topo.host(3, netns::Family::V4), 5432) {
+        SocketAddr::V4(d) => d,
+        other => panic!("{other}"),
+    };
+    let ends_unix = (Utc::now() + chrono::Duration::minutes(5)).timestamp();
+    let mode = ajar_driver_aws::userdata::Mode::Grant { source, ends_unix };
+    let script = ajar_driver_aws::userdata::render(&mode, 15432, destination, Some(3));
+    let marker = tempfile::tempdir().expect("temp dir");
+    let off = marker.path().join("powered-off");
+    let out = topo.exec(&topo.gw, &["env", &format!("AJAR_POWEROFF=touch {}", off.display()), "sh", "-c", &script]);
+    assert!(out.status.success(), "the boot script failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A line every second for 6 s: twice the idle timeout, and still up.
+    let mut flow = netns::Flow::open(&topo.a, SocketAddr::new(topo.gateway(netns::Family::V4), 15432));
+    for _ in 0..6 {
+        assert!(flow.echo(Duration::from_secs(2)), "the flow through the app server broke");
+        assert!(!off.exists(), "the app server powered off while traffic flowed");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Quiet from now on (the connection stays open): off within the idle
+    // timeout plus the watch's one-second steps.
+    let quiet = std::time::Instant::now();
+    while !off.exists() {
+        assert!(quiet.elapsed() < Duration::from_secs(10), "an idle app server stayed up for {:?}", quiet.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = quiet.elapsed();
+    eprintln!("aws-instance: idle app server powered off {after:?} after the last traffic (idle_timeout 3 s)");
+    assert!(after >= Duration::from_secs(2), "powered off too early: {after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
