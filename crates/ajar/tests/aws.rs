@@ -166,7 +166,7 @@ fn config(targets: &[String], names: &[&str]) -> Config {
 fn config_every(targets: &[String], names: &[&str], interval: &str) -> Config {
     let mut config = Config::new()
         .server(&format!("reconcile_interval = {interval:?}"))
-        .policy(Policy::auto("aws", &["group:dev"], names).sources(&["10.0.0.0/8", "127.0.0.0/8"]));
+        .policy(Policy::auto("aws", &["group:dev"], names).sources(&["10.0.0.0/8", "127.0.0.0/8", "fd00::/16"]));
     for t in targets {
         config = config.section(t);
     }
@@ -271,6 +271,15 @@ async fn a_security_group_grant_adds_exactly_one_tagged_rule_and_every_ending_re
     assert!(!tags_of(&left[0]).contains_key(&format!("ajar:grant:{first}")), "{left:#?}");
     alice.act(&second, "release").await.ok(200, "release");
     assert!(ajar_rules(&ec2, &group).await.is_empty(), "released: no rule left");
+
+    // An IPv6 source gets a /128 rule, removed the same way.
+    let six = id(&ask_from(&alice, &web, "10m", "fd00::7").await);
+    assert_eq!(settled(&alice, &six).await["enforcement"]["status"], "open");
+    let v6 = ajar_rules(&ec2, &group).await;
+    assert_eq!(v6.len(), 1, "{v6:#?}");
+    assert_eq!((v6[0].cidr_ipv6(), v6[0].cidr_ipv4()), (Some("fd00::7/128"), None), "{v6:#?}");
+    alice.act(&six, "release").await.ok(200, "release");
+    assert!(ajar_rules(&ec2, &group).await.is_empty(), "released: no IPv6 rule left");
 
     // Revoke removes it.
     let third = id(&alice.request(&web, "10m", "INC-4 three").await);
