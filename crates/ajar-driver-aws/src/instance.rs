@@ -184,6 +184,24 @@ impl AwsInstance {
     }
 }
 
+impl AwsInstance {
+    /// Terminates every instance of the configured targets, assigned or
+    /// warm (`ajar server --cleanup`, after `configure`). Returns their ids.
+    pub async fn cleanup(&self) -> Result<Vec<String>, DriverError> {
+        let state = self.inner.state.lock().await;
+        let mut ended = Vec::new();
+        for (client, names) in state.apis.values() {
+            let names: Vec<String> = names.iter().cloned().collect();
+            let ids: Vec<String> = list(client, &names, &[]).await?.into_iter().map(|s| s.id).collect();
+            if !ids.is_empty() {
+                terminate(client, &ids).await?;
+                ended.extend(ids);
+            }
+        }
+        Ok(ended)
+    }
+}
+
 #[async_trait::async_trait]
 impl Driver for AwsInstance {
     /// Builds the clients and checks each target's subnet. A subnet AWS

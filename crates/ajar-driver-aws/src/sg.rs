@@ -100,6 +100,23 @@ impl AwsSecurityGroup {
     }
 }
 
+impl AwsSecurityGroup {
+    /// Revokes every rule ajar tagged in the groups of the configured
+    /// targets (`ajar server --cleanup`, after `configure`). Returns how
+    /// many went; rules ajar did not tag stay.
+    pub async fn cleanup(&self) -> Result<usize, DriverError> {
+        let state = self.state.lock().await;
+        let mut removed = 0;
+        for group in state.groups.values() {
+            for rule in list_rules(group, Some(tags::TARGET)).await? {
+                revoke(group, rule.security_group_rule_id().unwrap_or_default()).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
 #[async_trait::async_trait]
 impl Driver for AwsSecurityGroup {
     /// Builds a client per target and checks that its group exists. A group

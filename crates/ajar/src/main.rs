@@ -48,7 +48,7 @@ enum Command {
     Server {
         #[arg(long, short)]
         config: PathBuf,
-        /// Instead of running, remove everything ajar installed in the kernel's firewall (the nftables table inet ajar; the iptables chains AJAR-PREROUTING and AJAR-FORWARD with their jumps and ipsets) and exit.
+        /// Instead of running, remove everything ajar installed in the kernel's firewall (the nftables table inet ajar; the iptables chains AJAR-PREROUTING and AJAR-FORWARD with their jumps and ipsets) and in AWS for the configured targets (security-group rules tagged by ajar, app-server instances) and exit.
         #[arg(long)]
         cleanup: bool,
     },

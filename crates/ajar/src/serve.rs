@@ -150,7 +150,8 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
 }
 
 /// `ajar server --cleanup`: removes everything ajar installed in the
-/// kernel's firewall and exits. The database is left alone: active grants
+/// kernel's firewall, and the AWS rules and instances of the configured AWS
+/// targets, and exits. The database is left alone: active grants
 /// stay active and the next start opens them again.
 pub async fn cleanup(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     init_logging();
@@ -166,10 +167,33 @@ pub async fn cleanup(config_path: &Path) -> anyhow::Result<std::process::ExitCod
     if iptables {
         println!("removed ajar's iptables chains (AJAR-PREROUTING, AJAR-FORWARD), their jump rules and ajar's ipsets: every DNAT rule and granted source ajar had installed is gone");
     }
-    if nftables || iptables {
+    let targets_of =
+        |kind: DriverKind| config.catalog.targets.iter().filter(|t| t.driver == kind).cloned().collect::<Vec<_>>();
+    let mut aws = false;
+    let sg_targets = targets_of(DriverKind::AwsSg);
+    if !sg_targets.is_empty() {
+        let sg = AwsSecurityGroup::new();
+        sg.configure(&sg_targets).await.context("cannot reach the aws-sg targets' security groups")?;
+        let removed = sg.cleanup().await.context("cannot revoke ajar's security-group rules")?;
+        println!("revoked {removed} security-group rules tagged by ajar in the aws-sg targets' groups; rules ajar did not tag are untouched");
+        aws |= removed > 0;
+    }
+    let instance_targets = targets_of(DriverKind::AwsInstance);
+    if !instance_targets.is_empty() {
+        let instances = AwsInstance::new();
+        instances.configure(&instance_targets).await.context("cannot reach the aws-instance targets")?;
+        let ended = instances.cleanup().await.context("cannot terminate ajar's app servers")?;
+        println!(
+            "terminated {} app servers (granted and warm) of the aws-instance targets{}",
+            ended.len(),
+            if ended.is_empty() { String::new() } else { format!(": {}", ended.join(", ")) }
+        );
+        aws |= !ended.is_empty();
+    }
+    if nftables || iptables || aws {
         println!("grants stay active in the database; the next `ajar server` start opens them again unless you revoke them first");
     } else {
-        println!("nothing to remove: there is no nftables table inet ajar and no iptables chain or ipset of ajar's");
+        println!("nothing to remove: there is no nftables table inet ajar, no iptables chain or ipset of ajar's, and no AWS rule or instance of ajar's for the configured targets");
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

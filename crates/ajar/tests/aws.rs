@@ -835,3 +835,51 @@ async fn an_emulator_outage_is_reported_retried_and_converges_leaving_nothing_be
     assert!(ajar_rules(&ec2, &group).await.is_empty());
     assert!(instances(&ec2, &db).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_removes_ajars_rules_and_instances_and_nothing_else() {
+    let Some(url) = moto_url("aws cleanup") else { return };
+    let ec2 = ec2(&url);
+    let vpc = Vpc::new(&ec2).await;
+    let group = vpc.security_group().await;
+    let app_group = vpc.security_group().await;
+    let foreign = add_rule(&ec2, &group, "10.2.2.2/32", 22, &[]).await;
+    let (web, db) = (unique("web"), unique("db"));
+    let targets = [
+        sg_target(&web, "10.0.1.5:22", &group, &url, ""),
+        instance_target(&db, "10.70.9.9:5432", &vpc, &app_group, &url, ", warm_pool = 1"),
+    ];
+    let mut server = TestServer::start(config(&targets, &[&web, &db])).await;
+    let alice = server.login("alice").await;
+    let grant = id(&alice.request(&web, "10m", "INC-4 cleanup").await);
+    let app = id(&ask_from(&alice, &db, "10m", "10.70.50.9").await);
+    assert_eq!(settled(&alice, &grant).await["enforcement"]["status"], "open");
+    assert_eq!(settled(&alice, &app).await["enforcement"]["status"], "open");
+    eventually("a grant's instance and a warm one", Duration::from_secs(20), || async {
+        (instances(&ec2, &db).await.len() == 2).then_some(())
+    })
+    .await;
+    assert!(server.sigterm().success());
+
+    let out = tokio::process::Command::new(ajar_bin())
+        .args(["server", "--cleanup", "--config"])
+        .arg(server.config_path())
+        .current_dir(server.dir())
+        .env("AWS_ACCESS_KEY_ID", "ajar-test")
+        .env("AWS_SECRET_ACCESS_KEY", "ajar-test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .expect("run ajar server --cleanup");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("revoked 1 security-group rules") && stdout.contains("terminated 2 app servers"),
+        "{stdout}"
+    );
+    assert!(ajar_rules(&ec2, &group).await.is_empty(), "cleanup left a rule");
+    assert!(instances(&ec2, &db).await.is_empty(), "cleanup left an instance");
+    let left: Vec<String> =
+        rules(&ec2, &group).await.iter().map(|r| r.security_group_rule_id().unwrap_or_default().to_owned()).collect();
+    assert!(left.contains(&foreign), "cleanup removed a rule ajar did not make: {left:?}");
+}
