@@ -282,6 +282,17 @@ impl Core {
         // How long opening took (an instance launch takes seconds), for the
         // audit event.
         let open_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = &outcome {
+            // The reconciler retries a failed open every pass; the same
+            // failure again is logged, not audited again, so that an hour of
+            // a full security group is one event, not hundreds.
+            let same = request.enforcement.status == EnforcementStatus::Failed
+                && request.enforcement.error.as_deref() == Some(e.message.as_str());
+            if same {
+                warn!(request = %request.id, error = %e, "opening the grant still fails; the reconciler retries");
+                return request;
+            }
+        }
         let mut next = request.clone();
         let (event, driver) = match outcome {
             Ok((opened, driver)) => {

@@ -182,9 +182,7 @@ impl AwsInstance {
             }
         });
     }
-}
 
-impl AwsInstance {
     /// Terminates every instance of the configured targets, assigned or
     /// warm (`ajar server --cleanup`, after `configure`). Returns their ids.
     pub async fn cleanup(&self) -> Result<Vec<String>, DriverError> {

@@ -302,6 +302,12 @@ async fn a_security_group_grant_adds_exactly_one_tagged_rule_and_every_ending_re
             e["action"] == "open_failed" && e["request_id"] == over.as_str()
         })
         .await;
+    // Reconcile retries every second; the same failure is audited once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = server.login("erin").await.audit().await;
+    let failures = events.iter().filter(|e| e["action"] == "open_failed" && e["request_id"] == over.as_str()).count();
+    assert_eq!(failures, 1, "one event per distinct failure, not one per retry");
+    assert_eq!(alice.get_request(&over).await["enforcement"]["status"], "failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
