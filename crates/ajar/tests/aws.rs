@@ -642,6 +642,9 @@ enum Mode {
     /// Answers each request with 503 RequestLimitExceeded (AWS throttling)
     /// while `throttle` is above zero, counting down.
     Throttle,
+    /// Passes requests through but reports every running instance as still
+    /// pending: a launch that never comes up.
+    Stall,
 }
 
 /// A TCP relay in front of the emulator that the test can switch: every
@@ -673,6 +676,14 @@ impl Relay {
                     Mode::Throttle if left.load(Ordering::SeqCst) > 0 => {
                         tokio::spawn(answer_throttled(inbound, left.clone(), count.clone()));
                     }
+                    Mode::Stall => {
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = stall_launches(inbound, upstream) => {}
+                                _ = watch.changed() => {}
+                            }
+                        });
+                    }
                     _ => {
                         tokio::spawn(async move {
                             let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
@@ -698,6 +709,10 @@ impl Relay {
         self.mode.send_replace(Mode::Throttle);
     }
 
+    fn stall(&self) {
+        self.mode.send_replace(Mode::Stall);
+    }
+
     fn throttled(&self) -> u32 {
         self.throttled.load(Ordering::SeqCst)
     }
@@ -705,17 +720,18 @@ impl Relay {
 
 /// Reads HTTP requests on `stream` and answers each with EC2's throttling
 /// error while `left` lasts; the connection is closed after each answer.
-async fn answer_throttled(mut stream: TcpStream, left: Arc<AtomicU32>, count: Arc<AtomicU32>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// One HTTP/1.1 message (head and the body its content-length announces)
+/// from `stream`, or `None` when the peer is gone.
+async fn read_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    // The request head, then as much body as it announces.
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
         match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     };
@@ -724,9 +740,19 @@ async fn answer_throttled(mut stream: TcpStream, left: Arc<AtomicU32>, count: Ar
         head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     while buf.len() < head_end + length {
         match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
+    }
+    Some(buf)
+}
+
+/// Reads HTTP requests on `stream` and answers each with EC2's throttling
+/// error while `left` lasts; the connection is closed after each answer.
+async fn answer_throttled(mut stream: TcpStream, left: Arc<AtomicU32>, count: Arc<AtomicU32>) {
+    use tokio::io::AsyncWriteExt;
+    if read_message(&mut stream).await.is_none() {
+        return;
     }
     if left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
         return;
@@ -739,6 +765,23 @@ async fn answer_throttled(mut stream: TcpStream, left: Arc<AtomicU32>, count: Ar
     );
     let _ = stream.write_all(answer.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// Relays requests one by one, rewriting `running` to `pending` (the same
+/// length, so the content-length holds) in every answer.
+async fn stall_launches(mut inbound: TcpStream, upstream: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    while let Some(request) = read_message(&mut inbound).await {
+        let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+        if outbound.write_all(&request).await.is_err() {
+            return;
+        }
+        let Some(answer) = read_message(&mut outbound).await else { return };
+        let text = String::from_utf8_lossy(&answer).replace("<name>running</name>", "<name>pending</name>");
+        if inbound.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -888,4 +931,67 @@ async fn cleanup_removes_ajars_rules_and_instances_and_nothing_else() {
     let left: Vec<String> =
         rules(&ec2, &group).await.iter().map(|r| r.security_group_rule_id().unwrap_or_default().to_owned()).collect();
     assert!(left.contains(&foreign), "cleanup removed a rule ajar did not make: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_never_runs_is_terminated_at_launch_timeout_and_retried() {
+    let Some(url) = moto_url("aws launch timeout") else { return };
+    let ec2 = ec2(&url);
+    let relay = Relay::start(&url).await;
+    let vpc = Vpc::new(&ec2).await;
+    let group = vpc.security_group().await;
+    let db = unique("db");
+    let targets = [instance_target(&db, "10.70.9.9:5432", &vpc, &group, &relay.url, ", launch_timeout = \"10s\"")];
+    let server = TestServer::start(config(&targets, &[&db])).await;
+    let alice = server.login("alice").await;
+
+    relay.stall();
+    let asked = std::time::Instant::now();
+    let gid = id(&ask_from(&alice, &db, "10m", "10.70.50.10").await);
+    let failed = eventually("the launch times out", Duration::from_secs(30), || async {
+        let r = alice.get_request(&gid).await;
+        (r["enforcement"]["status"] == "failed").then_some(r)
+    })
+    .await;
+    let waited = asked.elapsed();
+    let error = failed["enforcement"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("did not reach running within 10 s (launch_timeout)") && error.contains("terminated"),
+        "{error}"
+    );
+    assert!(waited >= Duration::from_secs(10), "gave up after {waited:?}, before launch_timeout");
+    eprintln!("aws-instance: a launch that never ran failed after {waited:?} (launch_timeout 10 s)");
+    // The instance that did not come up is gone (moto itself is not stalled).
+    let stuck = ec2
+        .describe_instances()
+        .filters(Filter::builder().name("tag:ajar:grant").values(&gid).build())
+        .send()
+        .await
+        .expect("list the grant's instances");
+    let states: Vec<String> = stuck
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default())
+        .collect();
+    // Reconcile may already be waiting on a second launch; the first one is
+    // terminated, and never more than one is live.
+    let terminated = states.iter().filter(|s| *s == "terminated").count();
+    assert!(terminated >= 1 && states.len() - terminated <= 1, "left behind: {states:?}");
+
+    // Once instances come up again, reconcile opens the grant.
+    relay.set(true);
+    let opened = settled_open(&alice, &gid).await;
+    assert_eq!(opened["enforcement"]["status"], "open", "{opened:#}");
+    assert_eq!(instances(&ec2, &db).await.len(), 1);
+    alice.act(&gid, "release").await.ok(200, "release");
+    assert!(instances(&ec2, &db).await.is_empty());
+}
+
+async fn settled_open(session: &Session, id: &str) -> Value {
+    eventually("the grant opens", Duration::from_secs(30), || async {
+        let r = session.get_request(id).await;
+        (r["enforcement"]["status"] == "open").then_some(r)
+    })
+    .await
 }
