@@ -126,19 +126,11 @@ pub(crate) fn instance(
         .required(t, "listen_port", "listen_port = 15432 (the port clients connect to on the instance)")
         .and_then(|f| bounded(r, &f, 1, 65535, "a port"))
         .and_then(|p| u16::try_from(p).ok());
-    let destination = address.and_then(|a| match a.value.parse::<SocketAddr>() {
-        Ok(dest) => Some(dest),
-        Err(_) => {
-            r.error(
-                &a.loc,
-                format!(
-                    "{:?} must be an IP address and port for aws-instance (the app server's kernel forwards to it without resolving names), such as 10.0.3.12:5432",
-                    a.value
-                ),
-            );
-            None
-        }
-    });
+    let destination = crate::decode::ip_destination(
+        r,
+        address,
+        "aws-instance (the app server's kernel forwards to it without resolving names), such as 10.0.3.12:5432",
+    );
     if let Some(dest) = destination.filter(|d| d.is_ipv6()) {
         if let Some(a) = address {
             r.error(

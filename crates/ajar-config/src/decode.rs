@@ -408,19 +408,11 @@ fn nat(r: &mut Reader<'_>, t: &TableView<'_>, address: Option<&Located<String>>)
             Ok(addr)
         })
     });
-    let destination = address.and_then(|a| match a.value.parse::<SocketAddr>() {
-        Ok(dest) => Some(dest),
-        Err(_) => {
-            r.error(
-                &a.loc,
-                format!(
-                    "{:?} must be an IP address and port for a kernel DNAT driver (the kernel does not resolve names), such as 10.77.2.2:22 or [fd77:2::2]:22",
-                    a.value
-                ),
-            );
-            None
-        }
-    });
+    let destination = ip_destination(
+        r,
+        address,
+        "a kernel DNAT driver (the kernel does not resolve names), such as 10.77.2.2:22 or [fd77:2::2]:22",
+    );
     if let (Some(l), Some(d), Some(a)) = (&listen, &destination, address) {
         if l.value.is_ipv4() != d.is_ipv4() {
             r.error(
@@ -437,6 +429,24 @@ fn nat(r: &mut Reader<'_>, t: &TableView<'_>, address: Option<&Located<String>>)
         None => Some(false),
     };
     NatDraft { listen, destination, enable_forwarding }
+}
+
+/// The target's `address` as an IP address and port, for a driver whose
+/// kernel forwards to it without resolving names; `needed_by` says which
+/// driver and shows an example.
+pub(crate) fn ip_destination(
+    r: &mut Reader<'_>,
+    address: Option<&Located<String>>,
+    needed_by: &str,
+) -> Option<SocketAddr> {
+    let a = address?;
+    match a.value.parse::<SocketAddr>() {
+        Ok(dest) => Some(dest),
+        Err(_) => {
+            r.error(&a.loc, format!("{:?} must be an IP address and port for {needed_by}", a.value));
+            None
+        }
+    }
 }
 
 /// A gateway table's listen address and public host, each `None` when

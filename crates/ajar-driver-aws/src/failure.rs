@@ -5,14 +5,6 @@ use ajar_enforce::DriverError;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-/// AWS's error code, when it answered with one.
-pub(crate) fn code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
-    match err {
-        SdkError::ServiceError(e) => e.err().code(),
-        _ => None,
-    }
-}
-
 /// `err` from the call that was to `what` ("add the rule for grant r…").
 pub(crate) fn describe<E>(what: &str, err: SdkError<E, HttpResponse>) -> DriverError
 where

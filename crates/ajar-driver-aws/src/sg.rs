@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ajar_domain::{AwsApi, AwsSettings, AwsSgSettings, RequestId, SourceNet, Target};
 use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification,
 };
@@ -21,7 +22,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::client::Clients;
-use crate::failure::{self, describe};
+use crate::failure::describe;
 use crate::tags;
 
 /// AWS's default established-TCP tracking timeout: 5 days.
@@ -166,12 +167,19 @@ impl Driver for AwsSecurityGroup {
             .key(format!("{}{}", tags::GRANT_PREFIX, grant.id))
             .value(tags::end_text(grant.ends_at))
             .build();
+        // The group's rules are read once; the rules this call adds count
+        // toward the quota as `added`.
+        let mut rules = list_rules(group, None).await?;
+        let mut added = 0;
         for &port in &settings.ports {
             // A second writer (another replica) may add the same rule between
             // our read and our write; AWS then says "duplicate", and the
-            // second round tags the rule that writer added.
+            // second round reads again and tags the rule that writer added.
             for round in 0..2 {
-                let rules = list_rules(group, None).await?;
+                if round == 1 {
+                    rules = list_rules(group, None).await?;
+                    added = 0;
+                }
                 let same = rules.iter().find(|r| {
                     !r.is_egress.unwrap_or(false)
                         && r.ip_protocol() == Some(settings.protocol.as_str())
@@ -198,14 +206,17 @@ impl Driver for AwsSecurityGroup {
                         .map_err(|e| describe(&format!("tag rule {rule_id} with grant {}", grant.id), e))?;
                     break;
                 }
-                let ingress = rules.iter().filter(|r| !r.is_egress.unwrap_or(false)).count();
+                let ingress = rules.iter().filter(|r| !r.is_egress.unwrap_or(false)).count() + added;
                 if ingress >= settings.rule_quota as usize {
                     return Err(quota_error(&group.id, settings.rule_quota));
                 }
                 match authorize(group, settings, grant, port, &grant_tag).await {
-                    Ok(()) => break,
-                    Err(e) if failure::code(&e) == Some("InvalidPermission.Duplicate") && round == 0 => continue,
-                    Err(e) if failure::code(&e) == Some("RulesPerSecurityGroupLimitExceeded") => {
+                    Ok(()) => {
+                        added += 1;
+                        break;
+                    }
+                    Err(e) if e.code() == Some("InvalidPermission.Duplicate") && round == 0 => continue,
+                    Err(e) if e.code() == Some("RulesPerSecurityGroupLimitExceeded") => {
                         return Err(quota_error(&group.id, settings.rule_quota));
                     }
                     Err(e) => return Err(describe(&format!("add the rule for grant {} to {}", grant.id, group.id), e)),
@@ -383,7 +394,7 @@ async fn revoke(group: &Group, rule_id: &str) -> Result<(), DriverError> {
     match group.client.revoke_security_group_ingress().group_id(&group.id).security_group_rule_ids(rule_id).send().await
     {
         Ok(_) => Ok(()),
-        Err(e) if failure::code(&e).is_some_and(|c| c.ends_with("NotFound")) => Ok(()),
+        Err(e) if e.code().is_some_and(|c| c.ends_with("NotFound")) => Ok(()),
         Err(e) => Err(describe(&format!("revoke rule {rule_id} in {}", group.id), e)),
     }
 }

@@ -314,6 +314,15 @@ pub struct TestServer {
     stderr: Arc<Mutex<String>>,
 }
 
+/// What every `ajar` the tests start gets, so that the AWS drivers (against
+/// the emulator) find credentials through the SDK's standard chain and never
+/// ask the instance metadata service, which is not on loopback.
+pub const AWS_TEST_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "ajar-test"),
+    ("AWS_SECRET_ACCESS_KEY", "ajar-test"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
 pub fn ajar_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ajar")
 }
@@ -442,12 +451,7 @@ impl TestServer {
             .args(&self.args)
             .current_dir(self.dir.path())
             .env("AJAR_CONFIG_DIR", self.dir.path().join("server-client-config"))
-            // The AWS drivers (against the emulator) find these through the
-            // SDK's standard chain; the instance metadata service, which is
-            // not on loopback, is never asked.
-            .env("AWS_ACCESS_KEY_ID", "ajar-test")
-            .env("AWS_SECRET_ACCESS_KEY", "ajar-test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(AWS_TEST_ENV.iter().copied())
             .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
             .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
             .stdin(Stdio::null())
