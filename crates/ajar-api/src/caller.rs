@@ -30,13 +30,7 @@ where
                 "this needs a bearer token: run `ajar login`, or send `Authorization: Bearer <token>` from POST /api/v1/login",
             )
         };
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or_else(missing)?;
-        let token = token.trim().to_owned();
+        let token = bearer_token(&parts.headers).ok_or_else(missing)?.to_owned();
         if ajar_oidc::Sso::looks_like_jwt(&token) {
             let addr = <ClientAddr as FromRequestParts<AppState>>::from_request_parts(parts, &state).await?.0;
             return Ok(Caller(crate::sso::bearer(&state, &token, addr).await?));
@@ -44,6 +38,12 @@ where
         let principal = state.core.authenticate(&token).await?;
         Ok(Caller(principal))
     }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim())
 }
 
 /// The address the caller's packets come from, as far as ajar can tell.

@@ -23,6 +23,14 @@ pub struct LoginResponse {
     pub username: String,
 }
 
+/// The answer to ending every session of a user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokensRevoked {
+    pub user: String,
+    /// How many tokens stopped working.
+    pub revoked: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {
     pub username: String,

@@ -48,6 +48,11 @@ fn json_problem(rejection: JsonRejection) -> Problem {
             "invalid-body",
             format!("the body does not have the expected fields: {}", e.body_text()),
         ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "the body is larger than the 64 KiB ajar accepts; a reason or comment is at most 1,000 characters",
+        ),
         other => Problem::bad_request("invalid-body", other.body_text()),
     }
 }
@@ -85,8 +90,8 @@ pub(crate) fn request_host(headers: &HeaderMap) -> String {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ajar", description = "Just-in-time network access: request, approve, grant, expire, audit."),
-    paths(login, whoami, targets, create_request, list_requests, get_request, approve, deny, cancel, release, revoke, audit, verify_audit),
-    components(schemas(Problem, LoginBody, LoginResponse, WhoAmI, CreateRequestBody, CommentBody, RequestDto, TargetDto, AuditPage, AuditEventDto, AuditVerifyDto)),
+    paths(login, logout, revoke_tokens, whoami, targets, create_request, list_requests, get_request, approve, deny, cancel, release, revoke, audit, verify_audit),
+    components(schemas(Problem, LoginBody, LoginResponse, TokensRevoked, WhoAmI, CreateRequestBody, CommentBody, RequestDto, TargetDto, AuditPage, AuditEventDto, AuditVerifyDto)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -114,6 +119,33 @@ pub async fn login(
 ) -> Result<Json<LoginResponse>, Problem> {
     let (token, expires_at) = state.core.login(&body.username, &body.password, addr).await?;
     Ok(Json(LoginResponse { token, expires_at, username: body.username }))
+}
+
+/// Sign out: the token of this call stops working at once (audited).
+#[utoipa::path(post, path = "/api/v1/logout", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = Problem), (status = 422, body = Problem)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> Result<StatusCode, Problem> {
+    let token = crate::caller::bearer_token(&headers).unwrap_or_default();
+    state.core.logout(&who, token, addr).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every session of a user: all of their ajar tokens stop working at once (admins; audited).
+#[utoipa::path(post, path = "/api/v1/users/{name}/revoke-tokens", security(("bearer" = [])),
+    responses((status = 200, body = TokensRevoked), (status = 403, body = Problem)))]
+pub async fn revoke_tokens(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddr(addr): ClientAddr,
+    Path(name): Path<String>,
+) -> Result<Json<TokensRevoked>, Problem> {
+    let revoked = state.core.revoke_tokens_of(&who, &name, addr).await?;
+    Ok(Json(TokensRevoked { user: name, revoked }))
 }
 
 /// Who the token belongs to.

@@ -45,6 +45,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/login", post(handlers::login))
+        .route("/logout", post(handlers::logout))
+        .route("/users/{name}/revoke-tokens", post(handlers::revoke_tokens))
         .route("/sso", get(sso::info))
         .route("/sso/device", post(sso::device_start))
         .route("/sso/device/token", post(sso::device_poll))

@@ -78,6 +78,13 @@ impl From<CoreError> for Problem {
                 p.retry_after = Some(*retry_after_secs);
                 p
             }
+            CoreError::Invalid(_) => Problem::new(StatusCode::BAD_REQUEST, "invalid", detail),
+            CoreError::Unprocessable(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", detail),
+            CoreError::Busy { retry_after_secs } => {
+                let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "busy", detail);
+                p.retry_after = Some(*retry_after_secs);
+                p
+            }
             CoreError::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
             CoreError::Conflict => Problem::new(StatusCode::CONFLICT, "conflict", detail),
             CoreError::Unavailable(cause) => {

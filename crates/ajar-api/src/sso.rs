@@ -142,6 +142,9 @@ pub async fn callback(
         Ok(s) => s.clone(),
         Err(p) => return p.into_response(),
     };
+    if let Err(e) = state.core.sign_in_allowed(addr) {
+        return Problem::from(e).into_response();
+    }
     let raw = session::cookie(&headers, SSO_COOKIE).unwrap_or_default();
     let mut parts = raw.splitn(3, '~');
     let pending = parts.next().and_then(Pending::decode);
@@ -292,6 +295,9 @@ pub async fn bearer(state: &AppState, token: &str, addr: IpAddr) -> Result<Princ
             "this server accepts no JWT bearer tokens (no oidc.trusted_tokens are configured); run `ajar login`",
         ));
     };
+    // An address that keeps sending bad tokens waits before any more of
+    // them are verified (or audited).
+    state.core.sign_in_allowed(addr)?;
     match sso.verify_bearer(token, now(state)).await {
         Ok(identity) => Ok(state.core.bearer_principal(&identity, token, addr).await?),
         Err(e) => Err(failed(state, addr, "jwt", e).await),

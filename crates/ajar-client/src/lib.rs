@@ -140,7 +140,9 @@ impl Client {
         let unexpected =
             |cause: String| ClientError::Unexpected { url: self.base.clone(), status: status.as_u16(), cause };
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| unexpected(e.to_string()))
+            // No content (204) reads as JSON null, which `()` accepts.
+            let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            serde_json::from_slice(body).map_err(|e| unexpected(e.to_string()))
         } else {
             match serde_json::from_slice::<Problem>(&bytes) {
                 Ok(problem) if !problem.detail.is_empty() => Err(ClientError::Api(problem)),
@@ -174,6 +176,16 @@ impl Client {
     pub async fn sso_loopback_token(&self, code: &str, verifier: &str) -> Result<LoginResponse, ClientError> {
         let body = ajar_api::dto::SsoHandoff { code: code.to_owned(), verifier: verifier.to_owned() };
         self.call(Method::POST, "/sso/loopback/token", None, Some(&body)).await
+    }
+
+    /// Signs out: the token stops working on the server at once.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.call::<(), ()>(Method::POST, "/logout", None, None).await
+    }
+
+    /// Ends every session of `user` (admins).
+    pub async fn revoke_tokens(&self, user: &str) -> Result<ajar_api::dto::TokensRevoked, ClientError> {
+        self.call::<(), _>(Method::POST, &format!("/users/{}/revoke-tokens", encode(user)), None, None).await
     }
 
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {

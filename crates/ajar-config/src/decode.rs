@@ -70,6 +70,7 @@ const SERVER_KEYS: &[&str] = &[
     "approval_timeout",
     "token_ttl",
     "reconcile_interval",
+    "max_pending_per_requester",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
@@ -83,6 +84,8 @@ const POLICY_KEYS: &[&str] =
 
 /// The most approvals a policy may ask for; more is a typo, not a process.
 const MAX_APPROVALS: i64 = 10;
+/// The most pending requests one person may have open at once, at most.
+const MAX_PENDING_LIMIT: i64 = 1000;
 /// The longest reconcile interval: drift left longer than this is a hole.
 const MAX_RECONCILE: Duration = Duration::from_secs(3600);
 
@@ -174,6 +177,19 @@ fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerS
         }
         None
     });
+    let max_pending_per_requester = match t.get("max_pending_per_requester") {
+        Some(f) => r.integer(&f).and_then(|n| match u32::try_from(n) {
+            Ok(ok) if (1..=MAX_PENDING_LIMIT).contains(&n) => Some(ok),
+            _ => {
+                r.error(
+                    &f.loc,
+                    format!("{n} is not a limit of pending requests ajar accepts; use 1 to {MAX_PENDING_LIMIT} (default 20)"),
+                );
+                None
+            }
+        }),
+        None => Some(20),
+    };
     let settings = (|| {
         Some(ServerSettings {
             listen: listen.as_ref()?.value,
@@ -184,6 +200,7 @@ fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerS
             approval_timeout: approval_timeout?,
             token_ttl: token_ttl?,
             reconcile_interval: reconcile_interval?,
+            max_pending_per_requester: max_pending_per_requester?,
         })
     })();
     (settings, listen)

@@ -111,6 +111,9 @@ pub struct ServerSettings {
     /// How often actual network state is compared with granted state; 10s
     /// by default, between 1s and 1h.
     pub reconcile_interval: Duration,
+    /// How many pending requests one requester may have at once; 20 by
+    /// default, 1 to 1000.
+    pub max_pending_per_requester: u32,
 }
 
 /// The certificate chain and private key for HTTPS, as PEM files.

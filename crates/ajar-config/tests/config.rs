@@ -27,6 +27,7 @@ tls = { cert = "cert.pem", key = "/etc/ssl/ajar.key" }
 approval_timeout = "30m"
 token_ttl = "8h"
 reconcile_interval = "5s"
+max_pending_per_requester = 5
 
 [access]
 admins = ["group:sre"]
@@ -134,6 +135,7 @@ fn the_example_parses_into_the_catalog() {
     assert_eq!(server.approval_timeout.as_secs(), 1800);
     assert_eq!(server.token_ttl.as_secs(), 8 * 3600);
     assert_eq!(server.reconcile_interval, Duration::from_secs(5));
+    assert_eq!(server.max_pending_per_requester, 5);
 
     let catalog = &config.catalog;
     assert_eq!(catalog.access.admins, [Subject::parse("group:sre").unwrap()]);
@@ -179,7 +181,23 @@ fn a_server_section_alone_takes_the_defaults() {
     assert_eq!(server.approval_timeout.as_secs(), 3600);
     assert_eq!(server.token_ttl.as_secs(), 12 * 3600);
     assert_eq!(server.reconcile_interval, Duration::from_secs(10));
+    assert_eq!(server.max_pending_per_requester, 20);
     assert_eq!(config.catalog, ajar_domain::Catalog::default());
+}
+
+#[test]
+fn a_pending_limit_outside_1_to_1000_is_refused() {
+    for (value, column) in [("0", "29"), ("1001", "29"), ("-3", "29")] {
+        check(
+            &format!("[server]\nmax_pending_per_requester = {value}\n"),
+            &[(
+                &format!("2:{column}"),
+                "server.max_pending_per_requester",
+                &format!("{value} is not a limit of pending requests ajar accepts; use 1 to 1000"),
+            )],
+        );
+    }
+    check("[server]\nmax_pending_per_requester = \"many\"\n", &[("2:29", "server.max_pending_per_requester", "")]);
 }
 
 #[test]

@@ -14,8 +14,17 @@ pub enum CoreError {
     NotFound { id: String },
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// The input is malformed; the message says what is allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The input is well-formed but cannot be acted on.
+    #[error("{0}")]
+    Unprocessable(&'static str),
     #[error("too many failed logins for this user or from this address; try again in {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
+    /// Too many password checks are running at once.
+    #[error("the server is checking many sign-ins at once; try again in {retry_after_secs} second(s)")]
+    Busy { retry_after_secs: u64 },
     #[error("{0}")]
     Forbidden(&'static str),
     /// Someone else changed the request at the same moment.

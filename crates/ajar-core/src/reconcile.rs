@@ -10,7 +10,8 @@ use tracing::warn;
 use crate::Core;
 
 /// Runs [`Core::reconcile_once`] every `interval` until `shutdown` turns
-/// true.
+/// true, and audits the repeats of failed sign-ins whose minute is over
+/// (all of them at shutdown).
 pub fn spawn(core: Arc<Core>, interval: Duration, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -23,8 +24,12 @@ pub fn spawn(core: Arc<Core>, interval: Duration, mut shutdown: watch::Receiver<
                     if let Err(e) = core.reconcile_once().await {
                         warn!(error = %e, "reconcile failed; trying again next round");
                     }
+                    core.close_failed_sign_ins(false).await;
                 }
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => {
+                    core.close_failed_sign_ins(true).await;
+                    break;
+                }
             }
         }
     })

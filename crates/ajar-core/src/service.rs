@@ -9,18 +9,19 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use ajar_domain::policy::{self, evaluate, Ask, Principal, Verdict};
 use ajar_domain::request::{may_revoke, Actor};
+use ajar_domain::text;
 use ajar_domain::{
     Action, AuditEvent, Catalog, Change, DriverKind, Effect, Enforcement, EnforcementStatus, GrantDuration,
     NewAuditEvent, Request, RequestId, RequestState, Target, Timestamp,
 };
 use ajar_enforce::{plan, Driver, DriverError, EndedEarly, GrantSpec, Opened};
-use ajar_store::{AuditScope, RequestFilter, Store, StoreError};
+use ajar_store::{AuditScope, RequestFilter, Store, StoreError, TokenSelector};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, error, info, warn};
 
 use crate::audit_file::AuditFile;
-use crate::auth::{self, LoginLimiter};
+use crate::auth::{self, FailedSignIns, LoginLimiter};
 use crate::metrics::Metrics;
 use crate::scheduler::Deadline;
 use crate::{Clock, CoreError};
@@ -30,6 +31,8 @@ use crate::{Clock, CoreError};
 pub struct CoreSettings {
     pub approval_timeout: GrantDuration,
     pub token_ttl: GrantDuration,
+    /// How many pending requests one requester may have at once.
+    pub max_pending_per_requester: u32,
     /// Whether the config's `[[users]]` may sign in with a password
     /// (`oidc.local_users`); true without SSO.
     pub local_users: bool,
@@ -79,6 +82,14 @@ pub struct Core {
     clock: Arc<dyn Clock>,
     audit_file: Option<AuditFile>,
     limiter: LoginLimiter,
+    /// Password checks running at once (argon2 takes ~19 MiB and tens of
+    /// milliseconds each).
+    hashing: Arc<tokio::sync::Semaphore>,
+    /// argon2's work areas, one per check that may run at once.
+    hash_memory: auth::HashMemory,
+    failed_sign_ins: FailedSignIns,
+    /// One lock per requester creating a request right now.
+    creating: std::sync::Mutex<std::collections::HashMap<ajar_domain::Name, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Metrics,
     deadlines: OnceLock<mpsc::UnboundedSender<Deadline>>,
     /// The sequence number of every audit event written, for live views.
@@ -89,6 +100,18 @@ pub struct Core {
 
 /// How many requests a listing returns at most.
 const LIST_LIMIT: u32 = 500;
+
+/// How long a sign-in waits for a free password check before it is asked
+/// to retry.
+const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Passwords longer than this are never checked for real.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// How many password checks may run at once: one per core, at least two.
+fn hash_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+}
 
 impl Core {
     pub fn new(
@@ -107,6 +130,10 @@ impl Core {
             clock,
             audit_file,
             limiter: LoginLimiter::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(hash_slots())),
+            hash_memory: auth::HashMemory::default(),
+            failed_sign_ins: FailedSignIns::default(),
+            creating: std::sync::Mutex::default(),
             metrics: Metrics::default(),
             deadlines: OnceLock::new(),
             changes: broadcast::channel(256).0,
@@ -431,26 +458,48 @@ impl Core {
 
     // ---- identity ---------------------------------------------------------
 
-    /// Checks a local user's password and issues a bearer token.
+    /// Checks a local user's password and issues a bearer token. The
+    /// attempt counts against the limits before the (deliberately slow)
+    /// password check, and at most a few checks run at once; the rest wait
+    /// briefly, then are told to retry.
     pub async fn login(&self, username: &str, password: &str, addr: IpAddr) -> Result<(String, Timestamp), CoreError> {
-        let shown: String = username.chars().take(64).collect();
-        let started = std::time::Instant::now();
-        if let Err(retry_after_secs) = self.limiter.check(&shown, addr, started) {
-            return Err(CoreError::RateLimited { retry_after_secs });
-        }
         if !self.settings().local_users {
             return Err(CoreError::Forbidden(
                 "password sign-in is turned off on this server; sign in with SSO (`ajar login --sso`, or the portal's Sign in with SSO)",
             ));
         }
+        let shown = text::shown(username, 64);
+        let attempt = self
+            .limiter
+            .begin(&shown, addr, std::time::Instant::now())
+            .map_err(|retry_after_secs| CoreError::RateLimited { retry_after_secs })?;
+        let Ok(Ok(permit)) = tokio::time::timeout(HASH_WAIT, self.hashing.clone().acquire_owned()).await else {
+            self.limiter.abandon(attempt);
+            warn!(%addr, "too many password checks at once; asking the client to retry");
+            return Err(CoreError::Busy { retry_after_secs: 1 });
+        };
         let catalog = self.catalog();
         let user = catalog.user(username);
         let hash = user.map_or(auth::decoy_hash().to_owned(), |u| u.password_hash.clone());
-        let attempt = password.to_owned();
-        // argon2 is deliberately slow; keep it off the async workers.
-        let matches = tokio::task::spawn_blocking(move || auth::verify_password(&attempt, &hash))
-            .await
-            .map_err(|e| CoreError::Internal(format!("password check failed: {e}")))?;
+        let attempt_password = password.to_owned();
+        // argon2 is deliberately slow; keep it off the async workers. A
+        // password longer than anyone types is checked against the decoy,
+        // so that it costs no more than any other.
+        let mut memory = self.hash_memory.take();
+        let checked = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let (password, hash) = if attempt_password.len() > MAX_PASSWORD_BYTES {
+                ("", auth::decoy_hash().to_owned())
+            } else {
+                (attempt_password.as_str(), hash)
+            };
+            let matches = auth::verify_password_in(password, &hash, &mut memory);
+            (matches, memory)
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("password check failed: {e}")))?;
+        let (matches, memory) = checked;
+        self.hash_memory.put(memory);
         let now = self.now();
         let event = |action, reason: Option<&str>| NewAuditEvent {
             at: now,
@@ -465,6 +514,7 @@ impl Core {
         };
         match user {
             Some(user) if matches => {
+                self.limiter.succeeded(attempt);
                 let token = auth::new_token();
                 let expires_at = now + self.settings().token_ttl.as_chrono();
                 self.store.insert_token(&auth::token_hash(&token), user.name.as_str(), now, expires_at).await?;
@@ -473,7 +523,6 @@ impl Core {
                 Ok((token, expires_at))
             }
             _ => {
-                self.limiter.record_failure(&shown, addr, started);
                 let why = if user.is_some() { "wrong password" } else { "unknown user" };
                 self.record(vec![event(Action::LoginFailed, Some(why))]).await?;
                 warn!(user = %shown, %addr, why, "failed login");
@@ -502,10 +551,57 @@ impl Core {
         }
     }
 
-    /// Ends a session: the token stops working at once.
-    pub async fn logout(&self, token: &str) -> Result<(), CoreError> {
-        self.store.delete_token(&auth::token_hash(token)).await?;
+    /// Ends `who`'s session: `token` stops working at once, on every
+    /// replica, audited in the same transaction. A JWT bearer token is the
+    /// identity provider's to revoke, not ajar's.
+    pub async fn logout(&self, who: &Principal, token: &str, addr: IpAddr) -> Result<(), CoreError> {
+        if !token.starts_with("ajar_") {
+            return Err(CoreError::Unprocessable(
+                "this is a token of your identity provider, which ajar cannot revoke; it ends when it expires, or revoke it at the provider",
+            ));
+        }
+        let event = self.session_event(who, Action::Logout, who, addr, json!({}));
+        let (_, written) = self.store.revoke_tokens(&TokenSelector::Hash(auth::token_hash(token)), vec![event]).await?;
+        self.after_audit(&written).await;
+        info!(user = %who.name, %addr, "logout");
         Ok(())
+    }
+
+    /// An admin ends every session of `user` (local or SSO): all of their
+    /// ajar tokens stop working at once. Returns how many there were.
+    pub async fn revoke_tokens_of(&self, admin: &Principal, user: &str, addr: IpAddr) -> Result<u64, CoreError> {
+        if !admin.is_admin(&self.catalog()) {
+            return Err(CoreError::Forbidden("only admins may end other people's sessions"));
+        }
+        let name = ajar_domain::Name::parse(user).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let subject = Principal::new(name, []);
+        let event = self.session_event(admin, Action::TokensRevoked, &subject, addr, json!({}));
+        let (removed, written) =
+            self.store.revoke_tokens(&TokenSelector::User(subject.name.to_string()), vec![event]).await?;
+        self.after_audit(&written).await;
+        info!(admin = %admin.name, user = %subject.name, removed, "revoked every token of a user");
+        Ok(removed)
+    }
+
+    fn session_event(
+        &self,
+        actor: &Principal,
+        action: Action,
+        subject: &Principal,
+        addr: IpAddr,
+        data: serde_json::Value,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            at: self.now(),
+            actor: actor.name.to_string(),
+            action,
+            target: None,
+            source: Some(addr.to_string()),
+            request_id: None,
+            subject: Some(subject.name.to_string()),
+            reason: None,
+            data,
+        }
     }
 
     // ---- targets ----------------------------------------------------------
@@ -536,13 +632,44 @@ impl Core {
         let catalog = self.catalog();
         let verdict = evaluate(&catalog, who, &ask, addr)?;
         let id = RequestId::from_random(rand::random());
-        let change = Request::create(id, who, addr, &ask, &verdict, self.now(), self.settings().approval_timeout);
+        let settings = self.settings();
+        let change = Request::create(id, who, addr, &ask, &verdict, self.now(), settings.approval_timeout);
+        // Counting and inserting take turns per requester, so that a burst
+        // of parallel requests cannot all pass the count.
+        let _turn;
+        if change.next.state == RequestState::Pending {
+            _turn = self.requester_turn(&who.name).await;
+            let max = settings.max_pending_per_requester;
+            let pending = self
+                .store
+                .list_requests(&RequestFilter {
+                    states: vec![RequestState::Pending],
+                    requester: Some(who.name.to_string()),
+                    limit: max,
+                    ..Default::default()
+                })
+                .await?;
+            if pending.len() >= max as usize {
+                return Err(ajar_domain::Rejected::TooManyPending { max }.into());
+            }
+        }
         let events = self.change_events(&change);
         let written = self.store.insert_request(&change.next, events).await?;
         self.after_audit(&written).await;
         info!(request = %change.next.id, requester = %who.name, target = %ask.target, state = %change.next.state, "request");
         let request = self.enforce(change.next, change.effect).await;
         Ok(self.view(request))
+    }
+
+    /// Waits until no other request of `who` is being created.
+    async fn requester_turn(&self, who: &ajar_domain::Name) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut turns = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the locks nobody holds or waits for.
+            turns.retain(|_, lock| Arc::strong_count(lock) > 1);
+            turns.entry(who.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     fn view(&self, request: Request) -> RequestView {

@@ -31,6 +31,10 @@ pub enum Action {
     TimedOut,
     Login,
     LoginFailed,
+    /// Someone signed out: their token stopped working.
+    Logout,
+    /// An admin ended every session of a user.
+    TokensRevoked,
     /// An SSO user's groups at the identity provider differ from those
     /// ajar last saw (first login included).
     GroupsChanged,
@@ -42,7 +46,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 23] = [
         Action::Requested,
         Action::Approved,
         Action::Denied,
@@ -58,6 +62,8 @@ impl Action {
         Action::TimedOut,
         Action::Login,
         Action::LoginFailed,
+        Action::Logout,
+        Action::TokensRevoked,
         Action::GroupsChanged,
         Action::Connection,
         Action::ConnectionRefused,
@@ -83,6 +89,8 @@ impl Action {
             Action::TimedOut => "timed_out",
             Action::Login => "login",
             Action::LoginFailed => "login_failed",
+            Action::Logout => "logout",
+            Action::TokensRevoked => "tokens_revoked",
             Action::GroupsChanged => "groups_changed",
             Action::Connection => "connection",
             Action::ConnectionRefused => "connection_refused",

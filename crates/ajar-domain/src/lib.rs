@@ -13,6 +13,7 @@ pub mod name;
 pub mod policy;
 pub mod request;
 pub mod source;
+pub mod text;
 
 pub use audit::{Action, AuditEvent, ChainBreak, NewAuditEvent};
 pub use catalog::{Access, Catalog, DriverKind, Policy, Subject, Target, TargetSelector, User};

@@ -76,8 +76,12 @@ pub enum Rejected {
     DurationTooLong { requested: GrantDuration, max: GrantDuration, policy: String },
     #[error("policy {policy:?} requires a reason; say why you need access, for example an incident or ticket number")]
     ReasonRequired { policy: String },
-    #[error("the reason is {length} characters long; keep it under {max}")]
-    ReasonTooLong { length: usize, max: usize },
+    #[error("the {field} is {length} characters long; keep it to {max} or fewer (put long detail in a ticket and give its number)")]
+    TextTooLong { field: &'static str, length: usize, max: usize },
+    #[error(
+        "the {field} contains {character} at character {position}; write it on one line, without control characters"
+    )]
+    ForbiddenCharacter { field: &'static str, character: String, position: usize },
     #[error("source {net} is not allowed by policy {policy:?}: {allowed}")]
     SourceNotAllowed { net: SourceNet, policy: String, allowed: String },
     #[error("you cannot approve your own request; someone else among the approvers must")]
@@ -94,6 +98,8 @@ pub enum Rejected {
     WrongState { state: &'static str, action: &'static str },
     #[error("the request is no longer allowed by policy: {0}")]
     NoLongerAllowed(String),
+    #[error("you already have {max} pending requests, the most this server allows at once; cancel one you no longer need (`ajar ls --state pending`, then `ajar cancel ID`) or wait until approvers decide")]
+    TooManyPending { max: u32 },
 }
 
 impl Rejected {
@@ -103,7 +109,10 @@ impl Rejected {
             Rejected::UnknownTarget { .. } => "unknown-target",
             Rejected::DurationTooLong { .. } => "duration-too-long",
             Rejected::ReasonRequired { .. } => "reason-required",
-            Rejected::ReasonTooLong { .. } => "reason-too-long",
+            Rejected::TextTooLong { field: "reason", .. } => "reason-too-long",
+            Rejected::TextTooLong { .. } => "comment-too-long",
+            Rejected::ForbiddenCharacter { field: "reason", .. } => "forbidden-character-in-reason",
+            Rejected::ForbiddenCharacter { .. } => "forbidden-character-in-comment",
             Rejected::SourceNotAllowed { .. } => "source-not-allowed",
             Rejected::SelfApproval => "self-approval",
             Rejected::NotAnApprover { .. } => "not-an-approver",
@@ -112,6 +121,7 @@ impl Rejected {
             Rejected::MayNotRevoke => "may-not-revoke",
             Rejected::WrongState { .. } => "wrong-state",
             Rejected::NoLongerAllowed(_) => "no-longer-allowed",
+            Rejected::TooManyPending { .. } => "too-many-pending",
         }
     }
 
@@ -127,9 +137,6 @@ impl Rejected {
         )
     }
 }
-
-/// The longest reason ajar stores.
-pub const MAX_REASON_CHARS: usize = 1000;
 
 /// The policies that let `principal` request `target`.
 pub fn applicable<'c>(catalog: &'c Catalog, principal: &Principal, target: &Target) -> Vec<&'c Policy> {
@@ -155,10 +162,7 @@ pub fn evaluate(
         return Err(unknown());
     }
 
-    let reason_chars = ask.reason.chars().count();
-    if reason_chars > MAX_REASON_CHARS {
-        return Err(Rejected::ReasonTooLong { length: reason_chars, max: MAX_REASON_CHARS });
-    }
+    crate::text::check("reason", &ask.reason, crate::text::MAX_TEXT_CHARS)?;
     let source = ask.source.unwrap_or_else(|| SourceNet::host(requester_addr));
 
     let mut max_duration = GrantDuration::MAX;

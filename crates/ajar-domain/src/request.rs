@@ -334,6 +334,7 @@ impl Request {
     ) -> Result<Change, Rejected> {
         self.require_pending_in_time(now, "approved")?;
         check_approver(verdict, &self.requester, approver)?;
+        check_comment(comment.as_deref())?;
         if self.approvals.iter().any(|a| a.approver == approver.name) {
             return Err(Rejected::AlreadyApproved);
         }
@@ -361,6 +362,7 @@ impl Request {
     ) -> Result<Change, Rejected> {
         self.require_pending_in_time(now, "denied")?;
         check_approver(verdict, &self.requester, approver)?;
+        check_comment(comment.as_deref())?;
         Ok(self.finish(RequestState::Denied, Action::Denied, Actor::User(approver.name.clone()), comment, now))
     }
 
@@ -394,6 +396,7 @@ impl Request {
         if !allowed {
             return Err(Rejected::MayNotRevoke);
         }
+        check_comment(comment.as_deref())?;
         Ok(self.finish(RequestState::Revoked, Action::Revoked, Actor::User(by.name.clone()), comment, now))
     }
 
@@ -453,4 +456,9 @@ impl Request {
 /// it under `verdict` (the requester releases instead).
 pub fn may_revoke(request: &Request, by: &Principal, verdict: Option<&Verdict>, is_admin: bool) -> bool {
     is_admin || verdict.is_some_and(|v| check_approver(v, &request.requester, by).is_ok())
+}
+
+/// An approver's or revoker's comment: free text, bounded and printable.
+fn check_comment(comment: Option<&str>) -> Result<(), Rejected> {
+    comment.map_or(Ok(()), |c| crate::text::check("comment", c, crate::text::MAX_TEXT_CHARS))
 }

@@ -77,6 +77,15 @@ pub struct RequestFilter {
     pub limit: u32,
 }
 
+/// Which login tokens to forget.
+#[derive(Debug, Clone)]
+pub enum TokenSelector {
+    /// One token, by its hash (sign-out).
+    Hash(String),
+    /// Every token of a user (an admin's "sign them out everywhere").
+    User(String),
+}
+
 /// Whose audit events to read.
 #[derive(Debug, Clone)]
 pub enum AuditScope {
@@ -142,6 +151,15 @@ pub trait Store: IdentityStore + Send + Sync {
 
     /// Forgets one token (sign-out); true if it existed.
     async fn delete_token(&self, hash: &str) -> Result<bool, StoreError>;
+
+    /// Forgets the tokens `which` selects and appends `events`, atomically;
+    /// nothing is appended when no token matched. Returns how many were
+    /// forgotten and the events written.
+    async fn revoke_tokens(
+        &self,
+        which: &TokenSelector,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<(u64, Vec<AuditEvent>), StoreError>;
 
     /// Audit events matching `filter` with `seq < before` (newest first), at
     /// most `limit`: the audit page's search.

@@ -401,6 +401,29 @@ macro_rules! sql_store {
                 Ok(result.rows_affected() > 0)
             }
 
+            async fn revoke_tokens(
+                &self,
+                which: &$crate::TokenSelector,
+                events: Vec<NewAuditEvent>,
+            ) -> Result<(u64, Vec<AuditEvent>), StoreError> {
+                let _write = self.write.lock().await;
+                let mut tx = self.pool.begin().await?;
+                Self::serialize_writers(&mut tx).await?;
+                let (statement, key) = match which {
+                    $crate::TokenSelector::Hash(hash) => ("DELETE FROM tokens WHERE hash = ?", hash),
+                    $crate::TokenSelector::User(user) => ("DELETE FROM tokens WHERE user_name = ?", user),
+                };
+                let removed = sqlx::query(&Self::sql(statement)).bind(key).execute(&mut *tx).await?.rows_affected();
+                if removed == 0 {
+                    tx.rollback().await?;
+                    return Ok((0, Vec::new()));
+                }
+                let mut head = Self::chain_head(&mut tx).await?;
+                let written = Self::append(&mut tx, &events, &mut head).await?;
+                tx.commit().await?;
+                Ok((removed, written))
+            }
+
             async fn audit_search(
                 &self,
                 scope: &AuditScope,

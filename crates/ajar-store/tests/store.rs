@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ajar_domain::policy::{Ask, Principal, Verdict};
 use ajar_domain::{Action, GrantDuration, Name, NewAuditEvent, Request, RequestId, RequestState, SourceNet, Timestamp};
-use ajar_store::{AuditFilter, AuditScope, PgStore, RequestFilter, SqliteStore, Store, StoreError};
+use ajar_store::{AuditFilter, AuditScope, PgStore, RequestFilter, SqliteStore, Store, StoreError, TokenSelector};
 
 fn at(secs: i64) -> Timestamp {
     chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + secs * 1000).expect("valid")
@@ -256,6 +256,31 @@ async fn tokens_expire_and_are_purged() {
         assert_eq!(store.token_user("h1", at(60)).await.expect("lookup"), None);
         assert_eq!(store.token_user("other", at(0)).await.expect("lookup"), None);
         assert_eq!(store.purge_tokens(at(61)).await.expect("purge"), 1);
+    }
+}
+
+#[tokio::test]
+async fn revoking_tokens_forgets_them_and_audits_in_one_transaction() {
+    for (backend, store, _dir) in stores().await {
+        for (hash, user) in [("a1", "alice"), ("a2", "alice"), ("b1", "bob")] {
+            store.insert_token(hash, user, at(0), at(600)).await.expect("insert");
+        }
+        let one = TokenSelector::Hash("a1".into());
+        let (removed, written) = store.revoke_tokens(&one, vec![event(Action::Logout, "x")]).await.expect("logout");
+        assert_eq!((removed, written.len()), (1, 1), "{backend}");
+        assert_eq!(store.token_user("a1", at(1)).await.expect("lookup"), None, "{backend}");
+        // The same token again: nothing to forget, so nothing is audited.
+        let (removed, written) = store.revoke_tokens(&one, vec![event(Action::Logout, "x")]).await.expect("again");
+        assert_eq!((removed, written.len()), (0, 0), "{backend}");
+        let alice = TokenSelector::User("alice".into());
+        let (removed, written) =
+            store.revoke_tokens(&alice, vec![event(Action::TokensRevoked, "x")]).await.expect("all of alice's");
+        assert_eq!((removed, written.len()), (1, 1), "{backend}");
+        assert_eq!(store.token_user("a2", at(1)).await.expect("lookup"), None, "{backend}");
+        assert_eq!(store.token_user("b1", at(1)).await.expect("lookup").as_deref(), Some("bob"), "{backend}");
+        let chain = store.audit_page(&AuditScope::All, 0, 10).await.expect("page");
+        assert_eq!(chain.iter().map(|e| e.action).collect::<Vec<_>>(), [Action::Logout, Action::TokensRevoked]);
+        ajar_domain::audit::verify(&chain, None).expect("the chain is intact");
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use chrono::Utc;
 
 use crate::credentials::{self, Credentials};
-use crate::output::{clock, relative, span, table, table_with};
+use crate::output::{clean, clock, relative, span, table, table_with};
 
 pub struct Context {
     pub server: Option<String>,
@@ -120,11 +120,49 @@ fn save_login(ctx: &Context, server: &str, response: ajar_client::LoginResponse)
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn logout() -> anyhow::Result<ExitCode> {
-    if credentials::remove()? {
-        println!("logged out; the saved token is gone (it stays valid on the server until it expires)");
-    } else {
+pub async fn logout(ctx: &Context, forget: bool) -> anyhow::Result<ExitCode> {
+    let Some(saved) = credentials::load() else {
         println!("you were not logged in");
+        return Ok(ExitCode::SUCCESS);
+    };
+    if forget {
+        credentials::remove()?;
+        println!(
+            "the saved token is deleted; it stays valid on {} until {} unless you sign out there",
+            saved.server,
+            clock(saved.expires_at)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = Client::new(&saved.server, Some(saved.token.clone()))?;
+    match client.logout().await {
+        // Already expired or revoked on the server: nothing left to end.
+        Ok(()) | Err(ajar_client::ClientError::Api(ajar_client::Problem { status: 401, .. })) => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot sign out at {}, so the token still works there; the saved token is kept: run `ajar logout` again once the server answers, or `ajar logout --forget` to only delete the saved copy",
+                saved.server
+            )))
+        }
+    }
+    credentials::remove()?;
+    if ctx.json {
+        ctx.print_json(&serde_json::json!({ "logged_out": true, "server": saved.server }))?;
+    } else {
+        println!(
+            "logged out of {}: the server no longer accepts the token, and the saved copy is deleted",
+            saved.server
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revoke_sessions(ctx: &Context, user: &str) -> anyhow::Result<ExitCode> {
+    let answer = ctx.client()?.revoke_tokens(user).await?;
+    if ctx.json {
+        ctx.print_json(&answer)?;
+    } else {
+        println!("ended every session of {}: {} token(s) stopped working", answer.user, answer.revoked);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -186,8 +224,8 @@ fn print_request(ctx: &Context, r: &RequestDto) -> anyhow::Result<()> {
         return ctx.print_json(r);
     }
     let now = Utc::now();
-    println!("request {} for {} by {}: {}", r.id, r.target, r.requester, r.state);
-    println!("  reason     {}", if r.reason.is_empty() { "-" } else { &r.reason });
+    println!("request {} for {} by {}: {}", r.id, r.target, clean(&r.requester), r.state);
+    println!("  reason     {}", if r.reason.is_empty() { "-".into() } else { clean(&r.reason) });
     println!("  source     {}", r.source);
     println!("  duration   {}", span(r.duration_seconds as i64));
     match r.state.as_str() {
@@ -212,18 +250,22 @@ fn print_request(ctx: &Context, r: &RequestDto) -> anyhow::Result<()> {
     for a in &r.approvals {
         println!(
             "  approved   by {} {}{}",
-            a.approver,
+            clean(&a.approver),
             relative(a.at, now),
-            a.comment.as_ref().map_or(String::new(), |c| format!(": {c}"))
+            a.comment.as_ref().map_or(String::new(), |c| format!(": {}", clean(c)))
         );
     }
     if let Some(by) = &r.closed_by {
-        println!("  closed by  {by}{}", r.close_comment.as_ref().map_or(String::new(), |c| format!(": {c}")));
+        println!(
+            "  closed by  {}{}",
+            clean(by),
+            r.close_comment.as_ref().map_or(String::new(), |c| format!(": {}", clean(c)))
+        );
     }
     println!(
         "  network    {}{}",
         r.enforcement.status,
-        r.enforcement.error.as_ref().map_or(String::new(), |e| format!(" ({e})"))
+        r.enforcement.error.as_ref().map_or(String::new(), |e| format!(" ({})", clean(e)))
     );
     if let Some(c) = &r.connect {
         println!("  connect    {}:{}", c.host, c.port);

@@ -79,8 +79,15 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Forget the saved token.
-    Logout,
+    /// Sign out: the server stops accepting your token, then the saved copy is deleted. An admin can end every session of another user with --user.
+    Logout {
+        /// Only delete the saved token, without telling the server (the token keeps working there until it expires).
+        #[arg(long, conflicts_with = "user")]
+        forget: bool,
+        /// (Admins) end every session of this user instead: all of their tokens stop working at once.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
     /// Show who you are logged in as.
     Whoami,
     /// List the targets you may request, with their limits.
@@ -198,7 +205,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(username) if !sso => commands::login(&ctx, &username, password_stdin).await,
             _ => commands::login_sso(&ctx, loopback, !no_browser).await,
         },
-        Command::Logout => commands::logout(),
+        Command::Logout { forget, user: None } => commands::logout(&ctx, forget).await,
+        Command::Logout { user: Some(user), .. } => commands::revoke_sessions(&ctx, &user).await,
         Command::Whoami => commands::whoami(&ctx).await,
         Command::Targets => commands::targets(&ctx).await,
         Command::Request { target, duration, reason, source, wait } => {

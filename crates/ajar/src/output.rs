@@ -1,6 +1,17 @@
 //! Human output: aligned tables and times shown relative to now.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+
+/// Text from the server made safe for a terminal: control characters
+/// (ESC sequences, line breaks) and bidirectional overrides are shown as
+/// `\u{..}` instead of acting on the terminal. The server refuses them in
+/// what people type, but older records or names claimed by a failed
+/// sign-in may hold them.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    ajar_domain::text::escape(text)
+}
 
 /// Prints rows under headers, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
@@ -8,8 +19,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 /// Like [`table`], optionally without the header line (for pages that
-/// continue a table, as `audit --follow` prints).
+/// continue a table, as `audit --follow` prints). Every cell is
+/// [`clean`]ed.
 pub fn table_with(headers: &[&str], rows: &[Vec<String>], show_header: bool) {
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.iter().map(|c| clean(c).into_owned()).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

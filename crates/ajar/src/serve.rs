@@ -216,6 +216,7 @@ fn sso(config: &Config) -> anyhow::Result<Option<Arc<ajar_oidc::Sso>>> {
 fn settings(config: &Config) -> CoreSettings {
     CoreSettings {
         approval_timeout: config.server.approval_timeout,
+        max_pending_per_requester: config.server.max_pending_per_requester,
         token_ttl: config.server.token_ttl,
         local_users: config.oidc.as_ref().is_none_or(|o| o.local_users),
     }

@@ -215,6 +215,133 @@ async fn provider_jwts_are_bearer_tokens_and_bad_ones_are_refused_with_why() {
     }
 }
 
+/// A server whose trusted tokens are named by the provider's `acct`
+/// claim (see provider.mjs), with a target alice may have once sre
+/// approves.
+async fn start_named_by_acct(provider: &Provider, echo: std::net::SocketAddr) -> TestServer {
+    std::env::set_var("AJAR_TEST_OIDC_SECRET", "ajar-test-secret");
+    let issuer = &provider.issuer;
+    let oidc = format!(
+        r#"
+[oidc]
+issuer = "{issuer}"
+client_id = "ajar"
+client_secret_env = "AJAR_TEST_OIDC_SECRET"
+group_map = {{ "ci" = "ci" }}
+
+[[oidc.trusted_tokens]]
+issuer = "{issuer}"
+audience = "urn:ajar"
+name_claim = "acct"
+"#
+    );
+    let config = Config::new()
+        .target("db", echo)
+        .policy(Policy::approved_by("reviewed", &["group:dev"], &["db"], 1, &["group:sre", "group:ci"]))
+        .section(&oidc);
+    TestServer::start(config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bearer_token_stays_refused_on_every_use() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let server = start_named_by_acct(&provider, echo.addr).await;
+    let anon = server.anonymous(std::net::IpAddr::from([127, 0, 0, 1]));
+
+    // A token naming the local admin is refused, however often it is used.
+    let as_adam = anon.with_token(&provider.client_token("adam", None).await);
+    for use_ in 1..=3 {
+        let why = as_adam.get("/api/v1/whoami").await.problem(403, "forbidden");
+        assert!(why.contains("local user"), "use {use_}: {why}");
+        as_adam.get("/api/v1/audit").await.problem(403, "forbidden");
+    }
+
+    // A token naming the approver bob cannot approve as bob.
+    let alice = server.login_from("alice", GRANTED).await;
+    let id = id(&alice.request("db", "5m", "INC-9").await);
+    let as_bob = anon.with_token(&provider.client_token("bob", None).await);
+    for _ in 1..=3 {
+        as_bob.act(&id, "approve").await.problem(403, "forbidden");
+    }
+    assert_eq!(alice.get_request(&id).await["state"], "pending");
+
+    // The first account to use a name keeps it; a second one claiming it is
+    // refused every time, and the first still works.
+    let ci = anon.with_token(&provider.client_token("ci", None).await);
+    assert_eq!(ci.get("/api/v1/whoami").await.ok(200, "ci")["username"], "ci");
+    let twin = anon.with_token(&provider.client_token("ci-twin", None).await);
+    for use_ in 1..=3 {
+        let why = twin.get("/api/v1/whoami").await.problem(403, "forbidden");
+        assert!(why.contains("not the one this name was first used by"), "use {use_}: {why}");
+        twin.act(&id, "approve").await.problem(403, "forbidden");
+    }
+    assert_eq!(ci.get("/api/v1/whoami").await.ok(200, "ci still")["username"], "ci");
+    assert_eq!(alice.get_request(&id).await["state"], "pending", "nobody approved it");
+
+    let events = server.login("erin").await.audit().await;
+    let signed_in: Vec<&Value> = events.iter().filter(|e| e["action"] == "login").collect();
+    assert!(
+        signed_in.iter().all(|e| e["actor"] != "adam" && e["actor"] != "bob" || e["data"]["method"] != "jwt"),
+        "a refused token signed in: {}",
+        show_events(&events)
+    );
+    let refusals = |why: &str| events.iter().any(|e| e["action"] == "login_failed" && e["reason"] == why);
+    assert!(refusals("the name belongs to a local user"), "{}", show_events(&events));
+    assert!(refusals("the name belongs to another account at the identity provider"), "{}", show_events(&events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_tokens_and_provider_errors_cannot_flood_the_audit_log() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let mut server = start(&provider, echo.addr).await;
+    let adam = server.login("adam").await;
+    let before = adam.audit().await.len();
+
+    // 200 junk bearer tokens from one address: the first 30 are verified
+    // (and refused), the rest wait without being looked at.
+    let junk = server.anonymous(STRANGER).with_token("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl");
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        statuses.push(junk.get("/api/v1/whoami").await.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 30, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 170, "{statuses:?}");
+    let limited = junk.get("/api/v1/whoami").await;
+    limited.problem(429, "rate-limited");
+    assert!(limited.headers.contains_key("retry-after"), "{limited:?}");
+    // Another address is not held back by that one.
+    let ci = server.anonymous(GRANTED).with_token(&provider.client_token("ci", None).await);
+    ci.get("/api/v1/whoami").await.ok(200, "a good token from elsewhere");
+
+    // 50 provider errors at the callback from a third address.
+    let callback = server.url("/sso/callback?error=access_denied&error_description=nope");
+    let browser = client(PROXY);
+    for _ in 0..50 {
+        let status = browser.get(&callback).send().await.expect("callback").status().as_u16();
+        assert!(status == 401 || status == 429, "{status}");
+    }
+
+    // Two events so far (the first of each kind); the repeats are audited
+    // with their count when their minute ends, or at shutdown.
+    let events = adam.audit().await;
+    let failed: Vec<&Value> = events[before..].iter().filter(|e| e["action"] == "login_failed").collect();
+    assert_eq!(failed.len(), 2, "{}", show_events(&events[before..]));
+    server.sigterm();
+    server.restart().await;
+    let events = server.login("adam").await.audit().await;
+    let repeats: Vec<(String, u64)> = events[before..]
+        .iter()
+        .filter(|e| e["action"] == "login_failed" && e["data"]["repeats"].is_u64())
+        .map(|e| (e["source"].as_str().unwrap_or("").to_owned(), e["data"]["repeats"].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(repeats.contains(&("127.0.0.3".to_owned(), 29)), "{repeats:?}\n{}", show_events(&events[before..]));
+    assert!(repeats.contains(&("127.0.0.4".to_owned(), 29)), "{repeats:?}\n{}", show_events(&events[before..]));
+    let all_failed = events[before..].iter().filter(|e| e["action"] == "login_failed").count();
+    assert_eq!(all_failed, 4, "250 failures, four events: {}", show_events(&events[before..]));
+}
+
 // ---- in the browser -------------------------------------------------------
 
 /// Clicks through the provider's pages (its development login form, where

@@ -178,7 +178,7 @@ pub async fn logout(State(state): State<AppState>, session: Session, Form(form):
     if !session.check_csrf(&form.csrf) {
         return csrf_refused(&session, "/access");
     }
-    if let Err(e) = state.core.logout(&session.token).await {
+    if let Err(e) = state.core.logout(&session.principal, &session.token, session.addr).await {
         return core_failure(&session, e, "/access");
     }
     let mut response = Redirect::to("/login").into_response();
@@ -324,7 +324,7 @@ pub async fn request(
             let text = Some(rejected.to_string());
             match rejected.kind() {
                 "duration-too-long" => errors.duration = text,
-                "reason-required" | "reason-too-long" => errors.reason = text,
+                "reason-required" | "reason-too-long" | "forbidden-character-in-reason" => errors.reason = text,
                 "source-not-allowed" => errors.source = text,
                 _ => errors.general = text,
             }

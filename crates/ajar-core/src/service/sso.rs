@@ -8,13 +8,13 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ajar_domain::policy::Principal;
-use ajar_domain::{Action, ExternalIdentity, Name, NewAuditEvent, Timestamp};
+use ajar_domain::{text, Action, ExternalIdentity, Name, NewAuditEvent, Timestamp};
 use ajar_store::StoreError;
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::Core;
-use crate::auth;
+use crate::auth::{self, FailureVerdict};
 use crate::CoreError;
 
 /// How many distinct bearer tokens are remembered as already audited
@@ -30,6 +30,12 @@ pub fn challenge_of(verifier: &str) -> String {
 
 fn handoff_hash(code: &str, challenge: &str) -> String {
     auth::token_hash(&format!("ajar-sso-handoff:{code}:{challenge}"))
+}
+
+/// Why an identity's name is not its to take.
+enum IdentityClash {
+    LocalUser,
+    OtherAccount,
 }
 
 fn names(groups: &BTreeSet<Name>) -> Vec<&str> {
@@ -57,19 +63,56 @@ impl Core {
         }
     }
 
+    /// Refuses an identity ajar will not let the provider vouch for: one
+    /// with the name of a local user, or with a name first used by another
+    /// account at the provider. Every refusal is audited. Runs at every use
+    /// of a bearer token, not only at its first. Returns the identity as
+    /// last saved, if any.
+    async fn admit(
+        &self,
+        identity: &ExternalIdentity,
+        addr: IpAddr,
+        method: &str,
+    ) -> Result<Option<ExternalIdentity>, CoreError> {
+        if self.catalog().user(identity.name.as_str()).is_some() {
+            return Err(self.refuse_identity(identity, addr, method, IdentityClash::LocalUser).await);
+        }
+        let previous = self.store.identity(identity.name.as_str()).await?;
+        if previous.as_ref().is_some_and(|p| !p.same_account(identity)) {
+            return Err(self.refuse_identity(identity, addr, method, IdentityClash::OtherAccount).await);
+        }
+        Ok(previous)
+    }
+
+    async fn refuse_identity(
+        &self,
+        identity: &ExternalIdentity,
+        addr: IpAddr,
+        method: &str,
+        clash: IdentityClash,
+    ) -> CoreError {
+        let (why, answer) = match clash {
+            IdentityClash::LocalUser => (
+                "the name belongs to a local user",
+                "this identity has the name of a local user of the config file, so ajar will not let the identity provider sign in as them; an administrator must rename or remove the local user",
+            ),
+            IdentityClash::OtherAccount => (
+                "the name belongs to another account at the identity provider",
+                "your identity provider account is not the one this name was first used by (an e-mail address that changed hands?), so ajar refuses it; an administrator must resolve this",
+            ),
+        };
+        if let Err(e) = self.record_failed_sign_in(Some(identity.name.as_str()), addr, method, why).await {
+            return e;
+        }
+        CoreError::Forbidden(answer)
+    }
+
     /// Records `identity`'s sign-in (creating it at the first, refreshing
     /// its groups) with a `login` event and, when its groups differ from
     /// last time, a `groups_changed` event, in one transaction. A name that
     /// belongs to a local user or to another account is refused.
     async fn save_sign_in(&self, identity: &ExternalIdentity, addr: IpAddr, method: &str) -> Result<(), CoreError> {
-        if self.catalog().user(identity.name.as_str()).is_some() {
-            self.record_failed_sign_in(Some(identity.name.as_str()), addr, method, "the name belongs to a local user")
-                .await?;
-            return Err(CoreError::Forbidden(
-                "this identity has the name of a local user of the config file, so ajar will not let the identity provider sign in as them; an administrator must rename or remove the local user",
-            ));
-        }
-        let previous = self.store.identity(identity.name.as_str()).await?;
+        let previous = self.admit(identity, addr, method).await?;
         let mut events = vec![self.identity_event(
             identity,
             Action::Login,
@@ -97,17 +140,10 @@ impl Core {
                 self.after_audit(&written).await;
                 Ok(())
             }
+            // Another account took the name between the check and the
+            // write: the store's own check is the one that counts.
             Err(StoreError::Conflict { .. }) => {
-                self.record_failed_sign_in(
-                    Some(identity.name.as_str()),
-                    addr,
-                    method,
-                    "the name belongs to another account at the identity provider",
-                )
-                .await?;
-                Err(CoreError::Forbidden(
-                    "your identity provider account is not the one this name was first used by (an e-mail address that changed hands?), so ajar refuses it; an administrator must resolve this",
-                ))
+                Err(self.refuse_identity(identity, addr, method, IdentityClash::OtherAccount).await)
             }
             Err(e) => Err(e.into()),
         }
@@ -170,31 +206,47 @@ impl Core {
         Ok((name, token, expires_at))
     }
 
-    /// The principal a verified JWT bearer token stands for. The first use
-    /// of each token is audited as a login; the identity is saved (and
-    /// group changes audited) when it is new or its groups changed.
+    /// The principal a verified JWT bearer token stands for. Every use
+    /// passes the same checks (not a local user's name, not a name another
+    /// account holds); a refused token stays refused. The first use of each
+    /// token is audited as a login, and a use whose groups differ from the
+    /// identity's saved ones records the change.
     pub async fn bearer_principal(
         &self,
         identity: &ExternalIdentity,
         token: &str,
         addr: IpAddr,
     ) -> Result<Principal, CoreError> {
+        let previous = self.admit(identity, addr, "jwt").await?;
         let hash = auth::token_hash(token);
-        let first_use = {
+        let seen = self.seen_bearers.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash);
+        let groups_changed = previous.as_ref().is_none_or(|p| p.groups != identity.groups);
+        if !seen || groups_changed {
+            self.save_sign_in(identity, addr, "jwt").await?;
+            // Remembered only once the sign-in is saved, so that a token
+            // whose first use failed is checked and saved again next time.
             let mut seen = self.seen_bearers.lock().unwrap_or_else(|e| e.into_inner());
             if seen.len() >= SEEN_BEARERS {
                 seen.clear();
             }
-            seen.insert(hash)
-        };
-        if first_use {
-            self.save_sign_in(identity, addr, "jwt").await?;
+            seen.insert(hash);
         }
         Ok(Principal::new(identity.name.clone(), identity.groups.iter().cloned()))
     }
 
+    /// `Err` with how long to wait while `addr` has failed to sign in with
+    /// SSO or a bearer token too often; checked before a token is verified.
+    pub fn sign_in_allowed(&self, addr: IpAddr) -> Result<(), CoreError> {
+        self.failed_sign_ins
+            .check(addr, std::time::Instant::now())
+            .map_err(|retry_after_secs| CoreError::RateLimited { retry_after_secs })
+    }
+
     /// Audits a failed SSO sign-in or a refused bearer token. `who` is the
-    /// name the attempt claimed, when it is known.
+    /// name the attempt claimed, when it is known. Anyone can cause these
+    /// without a password, so the first of a kind from an address is
+    /// audited at once and its repeats within a minute are audited as one
+    /// event with their count ([`Core::close_failed_sign_ins`]).
     pub async fn record_failed_sign_in(
         &self,
         who: Option<&str>,
@@ -202,20 +254,59 @@ impl Core {
         method: &str,
         why: &str,
     ) -> Result<(), CoreError> {
-        let shown: String = who.unwrap_or("unknown").chars().take(64).collect();
-        warn!(user = %shown, %addr, method, why, "failed sso login");
-        self.record(vec![NewAuditEvent {
+        let shown = who.map(|w| text::shown(w, 64));
+        let why = text::shown(why, 300);
+        let verdict = self.failed_sign_ins.note(addr, method, &why, shown.as_deref(), std::time::Instant::now());
+        warn!(user = shown.as_deref().unwrap_or("unknown"), %addr, method, why = %why, "failed sso login");
+        if verdict == FailureVerdict::Counted {
+            return Ok(());
+        }
+        self.record(vec![self.failed_sign_in_event(shown, addr, why, json!({ "method": method }))]).await
+    }
+
+    fn failed_sign_in_event(
+        &self,
+        who: Option<String>,
+        addr: IpAddr,
+        reason: String,
+        data: serde_json::Value,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
             at: self.now(),
-            actor: shown.clone(),
+            actor: who.clone().unwrap_or_else(|| "unknown".to_owned()),
             action: Action::LoginFailed,
             target: None,
             source: Some(addr.to_string()),
             request_id: None,
-            subject: who.map(|_| shown),
-            reason: Some(why.chars().take(300).collect()),
-            data: json!({ "method": method }),
-        }])
-        .await
+            subject: who,
+            reason: Some(reason),
+            data,
+        }
+    }
+
+    /// Audits the repeats of failed sign-ins whose minute has passed (all of
+    /// them with `everything`, at shutdown) as one event each, with their
+    /// count. The reconcile loop calls this every pass.
+    pub async fn close_failed_sign_ins(&self, everything: bool) {
+        let closed = self.failed_sign_ins.close(std::time::Instant::now(), everything);
+        if closed.is_empty() {
+            return;
+        }
+        let window = self.failed_sign_ins.window().as_secs();
+        let events = closed
+            .into_iter()
+            .map(|(method, r)| {
+                let reason = format!(
+                    "{} more failed sign-ins of this kind within {window} s, the latest: {}",
+                    r.count, r.last_reason
+                );
+                let data = json!({ "method": method, "repeats": r.count, "window_seconds": window });
+                self.failed_sign_in_event(r.who, r.last_addr, reason, data)
+            })
+            .collect();
+        if let Err(e) = self.record(events).await {
+            warn!(error = %e, "cannot audit the repeats of failed sign-ins");
+        }
     }
 
     /// An SSO user as the policy engine sees them: with the groups of their

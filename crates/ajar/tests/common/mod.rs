@@ -512,7 +512,7 @@ impl TestServer {
         }
     }
 
-    fn pid(&self) -> String {
+    pub fn pid(&self) -> String {
         self.child.as_ref().expect("the server is running").id().to_string()
     }
 

@@ -10,7 +10,10 @@
 //     client, RFC 8252), which is the ajar server under test.
 //   - `ci` and `ci-short` (confidential): client credentials, issuing JWT
 //     access tokens for the resource indicator asked for (default
-//     `urn:ajar`), `ci-short` with a 1 s lifetime, carrying `groups: ["ci"]`.
+//     `urn:ajar`), `ci-short` with a 1 s lifetime, carrying `groups: ["ci"]`
+//     and `acct` (the client id).
+//   - `adam`, `bob` and `ci-twin`: the same, with `acct` = `adam`, `bob`
+//     and `ci` (a second account claiming ci's name).
 //
 // POST /__test/rotate replaces the signing key with a fresh one (the old key
 // disappears from the JWKS), as an identity provider's key rotation does.
@@ -24,6 +27,10 @@ const GROUPS = {
   dave: ['idp-sre', 'staff'],
   erin: ['staff'],
 };
+
+// The `acct` claim of client-credentials tokens: the client id, except for
+// `ci-twin`, which claims to be `ci`.
+const ACCOUNT_CLAIM = { 'ci-twin': 'ci' };
 
 function newKey() {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -56,6 +63,15 @@ function build(issuer, key) {
         redirect_uris: [],
         response_types: [],
       },
+      // Machines whose `acct` claim names someone else: local users of the
+      // ajar under test, and a second account claiming `ci`'s name.
+      ...['adam', 'bob', 'ci-twin'].map((client_id) => ({
+        client_id,
+        client_secret: 'ci-test-secret',
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+      })),
     ],
     jwks: { keys: [key] },
     // Profile claims (email, groups) in the ID token itself, as ajar reads them.
@@ -83,7 +99,10 @@ function build(issuer, key) {
         }),
       },
     },
-    extraTokenClaims: (ctx, token) => (token.kind === 'ClientCredentials' ? { groups: ['ci'] } : undefined),
+    extraTokenClaims: (ctx, token) =>
+      token.kind === 'ClientCredentials'
+        ? { groups: ['ci'], acct: ACCOUNT_CLAIM[token.clientId] ?? token.clientId }
+        : undefined,
     findAccount: (ctx, id) => ({
       accountId: id,
       claims: () => ({
