@@ -500,16 +500,16 @@ sources = ["::ffff:10.8.0.0/112"]
     check(
         r#"
 [server]
-trusted_proxies = ["::ffff:10.0.0.0/100", "::ffff:0.0.0.0/96", "::ffff:10.0.0.1/104"]
+trusted_proxies = ["::ffff:0.0.0.0/100", "::ffff:0.0.0.0/96", "::ffff:10.0.0.1/104"]
 "#,
         &[
             (
                 "2:20",
                 "server.trusted_proxies[0]",
-                "::ffff:10.0.0.0/100 is wider than ajar accepts: an IPv4 network must be /8 or narrower",
+                "::ffff:0.0.0.0/100 is wider than ajar accepts: an IPv4 network must be /8 or narrower",
             ),
-            ("2:43", "server.trusted_proxies[1]", "::ffff:0.0.0.0/96 would admit every address"),
-            ("2:64", "server.trusted_proxies[2]", "has host bits set: did you mean 10.0.0.0/8?"),
+            ("2:42", "server.trusted_proxies[1]", "::ffff:0.0.0.0/96 would admit every address"),
+            ("2:63", "server.trusted_proxies[2]", "has host bits set: did you mean 10.0.0.0/8?"),
         ],
     );
 }

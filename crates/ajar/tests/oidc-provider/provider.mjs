@@ -3,8 +3,10 @@
 // OS chooses and prints `listening http://127.0.0.1:PORT` once ready.
 //
 // Accounts: any login name signs in (the provider's development login form,
-// password ignored); `email` is NAME@example.com and `groups` come from the
-// GROUPS table below. Clients:
+// password ignored); `email` is NAME@example.com, `email_verified` is true
+// except for the accounts in SILENT (whose ID tokens carry no
+// email_verified claim at all), and `groups` come from the GROUPS table
+// below (`mallory` is in a provider group called `admins`). Clients:
 //   - `ajar` (confidential): authorization code + PKCE, device flow, refresh;
 //     redirect URI http://127.0.0.1/sso/callback on any port (a native
 //     client, RFC 8252), which is the ajar server under test.
@@ -14,6 +16,9 @@
 //
 // POST /__test/rotate replaces the signing key with a fresh one (the old key
 // disappears from the JWKS), as an identity provider's key rotation does.
+// POST /__test/groups with {"account": NAME, "groups": [...]} changes an
+// account's groups from its next sign-in on, as an administrator does at
+// the identity provider.
 
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
@@ -23,7 +28,10 @@ const GROUPS = {
   carol: ['idp-dev', 'staff'],
   dave: ['idp-sre', 'staff'],
   erin: ['staff'],
+  mallory: ['admins', 'idp-dev'],
+  frank: ['idp-dev'],
 };
+const SILENT = new Set(['grace']);
 
 function newKey() {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -89,7 +97,7 @@ function build(issuer, key) {
       claims: () => ({
         sub: id,
         email: `${id}@example.com`,
-        email_verified: true,
+        ...(SILENT.has(id) ? {} : { email_verified: true }),
         groups: GROUPS[id] ?? [],
       }),
     }),
@@ -112,6 +120,16 @@ const server = createServer((req, res) => {
   if (req.method === 'POST' && req.url === '/__test/rotate') {
     current = build(current.issuer, newKey());
     res.writeHead(204).end();
+    return;
+  }
+  if (req.method === 'POST' && req.url === '/__test/groups') {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      const { account, groups } = JSON.parse(body);
+      GROUPS[account] = groups;
+      res.writeHead(204).end();
+    });
     return;
   }
   current.callback()(req, res);
