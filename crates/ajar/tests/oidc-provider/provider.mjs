@@ -12,7 +12,8 @@
 //     client, RFC 8252), which is the ajar server under test.
 //   - `ci` and `ci-short` (confidential): client credentials, issuing JWT
 //     access tokens for the resource indicator asked for (default
-//     `urn:ajar`), `ci-short` with a 1 s lifetime, carrying `groups: ["ci"]`.
+//     `urn:ajar`), `ci-short` with a 1 s lifetime, carrying `groups: ["ci"]`;
+//   - `ci-admins`: the same, its tokens carrying `groups: ["ci", "admins"]`.
 //
 // POST /__test/rotate replaces the signing key with a fresh one (the old key
 // disappears from the JWKS), as an identity provider's key rotation does.
@@ -64,6 +65,13 @@ function build(issuer, key) {
         redirect_uris: [],
         response_types: [],
       },
+      {
+        client_id: 'ci-admins',
+        client_secret: 'ci-test-secret',
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+      },
     ],
     jwks: { keys: [key] },
     // Profile claims (email, groups) in the ID token itself, as ajar reads them.
@@ -91,7 +99,10 @@ function build(issuer, key) {
         }),
       },
     },
-    extraTokenClaims: (ctx, token) => (token.kind === 'ClientCredentials' ? { groups: ['ci'] } : undefined),
+    extraTokenClaims: (ctx, token) => {
+      if (token.kind !== 'ClientCredentials') return undefined;
+      return { groups: token.clientId === 'ci-admins' ? ['ci', 'admins'] : ['ci'] };
+    },
     findAccount: (ctx, id) => ({
       accountId: id,
       claims: () => ({
