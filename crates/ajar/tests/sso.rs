@@ -570,7 +570,8 @@ async fn the_redirect_uri_is_the_configured_one_whatever_the_host_header_says() 
     assert!(browser.jar.value("ajar_session").is_some(), "signed in");
 
     // A config without redirect_url is refused, saying what to add.
-    let without = server.config.render().lines().filter(|l| !l.starts_with("redirect_url")).collect::<Vec<_>>();
+    let rendered = server.config.render();
+    let without: Vec<&str> = rendered.lines().filter(|l| !l.starts_with("redirect_url")).collect();
     let file = server.dir().join("no-redirect.toml");
     std::fs::write(&file, without.join("\n")).expect("write");
     let out = std::process::Command::new(ajar_bin()).arg("check-config").arg(&file).output().expect("run ajar");
@@ -649,13 +650,20 @@ async fn provider_groups_that_group_map_does_not_list_give_nothing() {
     assert_eq!(me["username"], "mallory@example.com", "{me}");
     assert_eq!(me["groups"], json!(["developers"]), "{me}");
     assert_eq!(me["admin"], false, "{me}");
-    mallory.get("/api/v1/audit").await.problem(403, "forbidden");
+    mallory.get("/api/v1/audit/verify").await.problem(403, "forbidden");
 
     // The same for a trusted token whose groups claim says admins.
     let token = provider.client_token("ci-admins", None).await;
     let ci = server.anonymous(LOCAL).with_token(&token);
     let me = ci.get("/api/v1/whoami").await.ok(200, "whoami with a provider JWT");
     assert_eq!((&me["groups"], &me["admin"]), (&json!(["ci"]), &json!(false)), "{me}");
+
+    // Neither may do what an admin may: revoke someone else's grant.
+    let grant = id(&ci.request("db", "5m", "deploy").await);
+    mallory.act(&grant, "revoke").await.problem(404, "not-found");
+    assert_eq!(ci.get_request(&grant).await["state"], "active");
+    let adam = server.login("adam").await;
+    adam.act(&grant, "revoke").await.ok(200, "an admin may revoke it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
