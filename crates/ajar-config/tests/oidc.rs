@@ -203,10 +203,13 @@ client_id = "ajar"
 "#,
         &[(2, "oidc.redirect_url", "this required key is missing from oidc: ajar must know its own address")],
     );
-    let errors = parse(Path::new("ajar.toml"), "[server]\n[oidc]\nissuer = \"https://login.example.com\"\nclient_id = \"ajar\"\n")
-        .err()
-        .unwrap()
-        .to_string();
+    let errors = parse(
+        Path::new("ajar.toml"),
+        "[server]\n[oidc]\nissuer = \"https://login.example.com\"\nclient_id = \"ajar\"\n",
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         errors.contains("ajar.toml:2:1: oidc.redirect_url:") && errors.contains("redirect_url = \"https://"),
         "the message is located and shows the fix: {errors}"

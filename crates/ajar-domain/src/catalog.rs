@@ -39,7 +39,8 @@ impl Target {
     /// of it: it changes how clients come in, not what they reach.
     pub fn destination(&self) -> String {
         let region = |api: &AwsApi| {
-            let mut at = api.region.as_deref().map_or_else(|| "the default region".to_owned(), |r| format!("region {r}"));
+            let mut at =
+                api.region.as_deref().map_or_else(|| "the default region".to_owned(), |r| format!("region {r}"));
             if let Some(endpoint) = &api.endpoint_url {
                 at.push_str(&format!(" at {endpoint}"));
             }

@@ -38,8 +38,7 @@ async fn a_reload_that_moves_a_target_withdraws_what_was_approved_for_the_old_ad
     // keeps every grant and request.
     server.write_config(config(old.addr).policy(Policy::auto("erin", &["erin"], &["cache"])));
     server.sighup();
-    adam.wait_audit("the first `config_reloaded`", Duration::from_secs(5), |e| e["action"] == "config_reloaded")
-        .await;
+    adam.wait_audit("the first `config_reloaded`", Duration::from_secs(5), |e| e["action"] == "config_reloaded").await;
     round_trip(&mut db_stream, b"db after a reload that moves nothing").await;
     assert_eq!(alice.get_request(&db_grant).await["state"], "active");
     assert_eq!(bob.get_request(&pending).await["state"], "pending");

@@ -690,8 +690,10 @@ async fn a_sign_in_whose_email_the_provider_does_not_vouch_for_is_refused() {
     let admin = server.login("adam").await;
     let events = admin.audit().await;
     assert!(
-        events.iter().any(|e| e["action"] == "login_failed"
-            && e["reason"].as_str().is_some_and(|r| r.contains("grace@example.com"))),
+        events
+            .iter()
+            .any(|e| e["action"] == "login_failed"
+                && e["reason"].as_str().is_some_and(|r| r.contains("grace@example.com"))),
         "{}",
         show_events(&events)
     );
