@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ajar_domain::policy::Principal;
-use ajar_oidc::{Pending, Sso, SsoError};
+use ajar_oidc::{answer, Pending, Sso, SsoError};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -38,15 +38,11 @@ fn now(state: &AppState) -> i64 {
     state.core.now().timestamp()
 }
 
-/// Where the provider sends the browser back: `oidc.redirect_url`, else
-/// this server as the browser reached it.
-fn redirect_uri(state: &AppState, sso: &Sso, headers: &HeaderMap) -> String {
-    if let Some(url) = &sso.settings().redirect_url {
-        return url.clone();
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let scheme = if state.tls { "https" } else { "http" };
-    format!("{scheme}://{host}/sso/callback")
+/// Where the provider sends the browser back: `oidc.redirect_url`, which
+/// the config requires. Never the request's `Host` header: a client picks
+/// that, and the provider would send the code wherever it names.
+fn redirect_uri(sso: &Sso) -> &str {
+    &sso.settings().redirect_url
 }
 
 fn provider_problem(e: &SsoError) -> Problem {
@@ -84,13 +80,12 @@ pub struct StartQuery {
 }
 
 /// `GET /sso/start`: off to the provider.
-pub async fn start(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<StartQuery>) -> Response {
+pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -> Response {
     let sso = match sso(&state) {
         Ok(s) => s.clone(),
         Err(p) => return p.into_response(),
     };
-    let redirect = redirect_uri(&state, &sso, &headers);
-    let (url, pending) = match sso.begin(&redirect).await {
+    let (url, pending) = match sso.begin(redirect_uri(&sso)).await {
         Ok(x) => x,
         Err(e) => return provider_problem(&e).into_response(),
     };
@@ -153,12 +148,18 @@ pub async fn callback(
         _ => None,
     };
     if let Some(error) = &q.error {
-        let why = format!(
-            "the identity provider answered {error}: {}",
-            q.error_description.as_deref().unwrap_or("no details")
+        // Anyone can send a browser here with any text: the provider's words
+        // go to the log only (capped and escaped), and what the user and the
+        // audit log read is ajar's, naming only a registered error code.
+        let code = answer::registered_error(error);
+        tracing::warn!(
+            error = %answer::for_log(error),
+            description = %answer::for_log(q.error_description.as_deref().unwrap_or("")),
+            "single sign-on: the identity provider answered with an error"
         );
+        let why = format!("the identity provider answered {}", code.unwrap_or("an unregistered error code"));
         let _ = state.core.record_failed_sign_in(None, addr, "sso", &why).await;
-        return sign_in_failed(StatusCode::UNAUTHORIZED, &format!("Sign-in was not completed: {why}."));
+        return sign_in_failed(StatusCode::UNAUTHORIZED, &answer::failure_sentence(error));
     }
     let (Some(pending), Some(code), Some(returned)) = (pending, q.code.as_deref(), q.state.as_deref()) else {
         let _ = state.core.record_failed_sign_in(None, addr, "sso", "callback without a sign-in in progress").await;
@@ -174,8 +175,7 @@ pub async fn callback(
             "This sign-in answer does not belong to the sign-in this browser started (state mismatch). Start again from the sign-in page.",
         );
     }
-    let redirect = redirect_uri(&state, &sso, &headers);
-    let identity = match sso.finish(code, &pending, &redirect, now(&state)).await {
+    let identity = match sso.finish(code, &pending, redirect_uri(&sso), now(&state)).await {
         Ok(identity) => identity,
         Err(e) => {
             let problem = failed(&state, addr, "sso", e).await;

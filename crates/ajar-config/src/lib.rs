@@ -74,7 +74,7 @@ use std::time::Duration;
 use ajar_domain::{Catalog, GrantDuration};
 
 pub use error::{ConfigError, ConfigErrors};
-pub use oidc::{OidcSettings, Secret, SecretRef, TrustedTokens};
+pub use oidc::{OidcSettings, Secret, SecretRef, TrustedTokens, UnmappedGroups};
 pub use summary::summary;
 
 /// A checked config file.

@@ -9,15 +9,18 @@
 //! scopes = ["openid", "email", "groups"]    # the default
 //! groups_claim = "groups"                   # the default
 //! group_map = { "Engineering-DBA" = "dba" } # IdP group -> ajar group
+//! unmapped_groups = "drop"                  # the default; "keep": IdP names become ajar groups
 //! allowed_email_domains = ["example.com"]
+//! require_verified_email = true             # the default
 //! local_users = true                        # false: only SSO signs in
-//! redirect_url = "https://ajar.example.com/sso/callback"
+//! redirect_url = "https://ajar.example.com/sso/callback"   # required
 //! clock_skew = "60s"
 //!
 //! [[oidc.trusted_tokens]]                   # JWT bearer tokens for automation
 //! issuer = "https://login.example.com"
 //! audience = "urn:ajar"
 //! name_claim = "sub"                        # the default
+//! unmapped_groups = "drop"                  # defaults to the section's
 //! ```
 //!
 //! Secrets named by file or environment variable are not read here (parsing
@@ -44,22 +47,50 @@ pub struct OidcSettings {
     pub scopes: Vec<String>,
     /// The ID token claim that lists the user's groups.
     pub groups_claim: String,
-    /// IdP group name → ajar group. Groups not listed keep their own name
-    /// when it is a valid ajar name, and are dropped otherwise.
+    /// IdP group name → ajar group.
     pub group_map: BTreeMap<String, Name>,
+    /// What becomes of IdP groups that `group_map` does not list.
+    pub unmapped_groups: UnmappedGroups,
     /// Lower-case domains a user's e-mail must be in; empty allows any.
     pub allowed_email_domains: Vec<String>,
+    /// Whether a sign-in needs `email_verified: true` in the ID token
+    /// (when `false`, only an explicit `email_verified: false` refuses).
+    pub require_verified_email: bool,
     /// Whether the `[[users]]` of the file may still sign in with a
     /// password.
     pub local_users: bool,
-    /// Where the provider sends the browser back; derived from the request
-    /// when absent.
-    pub redirect_url: Option<String>,
+    /// Where the provider sends the browser back. Always configured, never
+    /// taken from a request: a `Host` header is the client's to choose.
+    pub redirect_url: String,
     /// How far the provider's clock may be off from ajar's.
     pub clock_skew: Duration,
     /// Issuers and audiences whose JWT access tokens are accepted as bearer
     /// tokens.
     pub trusted_tokens: Vec<TrustedTokens>,
+}
+
+/// What becomes of an IdP group that `group_map` does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnmappedGroups {
+    /// Ignored: only mapped groups count (the default). An IdP group that
+    /// happens to be called like an ajar group (`admins`) gives nothing.
+    #[default]
+    Drop,
+    /// Kept under its own name when that is a valid ajar name: whoever
+    /// manages groups at the provider then manages ajar's groups too.
+    Keep,
+}
+
+impl UnmappedGroups {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "drop" => Ok(Self::Drop),
+            "keep" => Ok(Self::Keep),
+            other => Err(format!(
+                "{other:?} is not a choice for unmapped groups: write \"drop\" (the default: only groups in group_map count) or \"keep\" (IdP groups not in group_map keep their own name as ajar groups)"
+            )),
+        }
+    }
 }
 
 /// Where the client secret comes from.
@@ -99,6 +130,8 @@ pub struct TrustedTokens {
     pub audience: String,
     pub name_claim: String,
     pub groups_claim: String,
+    /// Defaults to the section's `unmapped_groups`.
+    pub unmapped_groups: UnmappedGroups,
 }
 
 const OIDC_KEYS: &[&str] = &[
@@ -110,13 +143,15 @@ const OIDC_KEYS: &[&str] = &[
     "scopes",
     "groups_claim",
     "group_map",
+    "unmapped_groups",
     "allowed_email_domains",
+    "require_verified_email",
     "local_users",
     "redirect_url",
     "clock_skew",
     "trusted_tokens",
 ];
-const TRUSTED_KEYS: &[&str] = &["issuer", "audience", "name_claim", "groups_claim"];
+const TRUSTED_KEYS: &[&str] = &["issuer", "audience", "name_claim", "groups_claim", "unmapped_groups"];
 
 /// The longest clock skew accepted: more would keep expired tokens alive.
 const MAX_SKEW: Duration = Duration::from_secs(300);
@@ -146,17 +181,37 @@ pub(crate) fn oidc(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> Option
         Some(f) => group_map(r, &f),
         None => Some(BTreeMap::new()),
     };
+    let unmapped_groups = match t.get("unmapped_groups") {
+        Some(f) => r.parse(&f, UnmappedGroups::parse).map(|u| u.value),
+        None => Some(UnmappedGroups::Drop),
+    };
     let allowed_email_domains = match t.get("allowed_email_domains") {
         Some(f) => r.parsed_list(&f, "[\"example.com\"]", domain).map(|d| d.into_iter().map(|d| d.value).collect()),
         None => Some(Vec::new()),
+    };
+    let require_verified_email = match t.get("require_verified_email") {
+        Some(f) => r.bool(&f),
+        None => Some(true),
     };
     let local_users = match t.get("local_users") {
         Some(f) => r.bool(&f),
         None => Some(true),
     };
     let redirect_url = match t.get("redirect_url") {
-        Some(f) => url(r, &f).map(Some),
-        None => Some(None),
+        Some(f) => url(r, &f),
+        // The one place a default would come from: once `[server]
+        // public_url` exists, `None` here becomes
+        // `format!("{public_url}/sso/callback")` when it is set, and this
+        // error stays for when it is not. Never the request's Host header.
+        None => {
+            r.error(
+                &t.loc.child("redirect_url", None),
+                "this required key is missing from oidc: ajar must know its own address to send the provider, \
+                 and never takes it from a request; add it, such as \
+                 redirect_url = \"https://ajar.example.com/sso/callback\" (the redirect URI registered at the provider)",
+            );
+            None
+        }
     };
     let clock_skew = match t.get("clock_skew") {
         Some(f) => r.parse(&f, GrantDuration::parse).and_then(|d| {
@@ -176,7 +231,8 @@ pub(crate) fn oidc(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> Option
         Some(f) => {
             let tables = r.tables(&f, TRUSTED_KEYS);
             let default_groups = groups_claim.clone().unwrap_or_else(|| "groups".to_owned());
-            tables.iter().map(|t| trusted(r, t, &default_groups)).collect::<Option<Vec<_>>>()
+            let default_unmapped = unmapped_groups.unwrap_or_default();
+            tables.iter().map(|t| trusted(r, t, &default_groups, default_unmapped)).collect::<Option<Vec<_>>>()
         }
         None => Some(Vec::new()),
     };
@@ -187,7 +243,9 @@ pub(crate) fn oidc(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> Option
         scopes: scopes?,
         groups_claim: groups_claim?,
         group_map: group_map?,
+        unmapped_groups: unmapped_groups?,
         allowed_email_domains: allowed_email_domains?,
+        require_verified_email: require_verified_email?,
         local_users: local_users?,
         redirect_url: redirect_url?,
         clock_skew: clock_skew?,
@@ -290,7 +348,12 @@ fn domain(text: &str) -> Result<String, String> {
     }
 }
 
-fn trusted(r: &mut Reader<'_>, t: &TableView<'_>, default_groups: &str) -> Option<TrustedTokens> {
+fn trusted(
+    r: &mut Reader<'_>,
+    t: &TableView<'_>,
+    default_groups: &str,
+    default_unmapped: UnmappedGroups,
+) -> Option<TrustedTokens> {
     let issuer = r.required(t, "issuer", "issuer = \"https://login.example.com\"").and_then(|f| url(r, &f));
     let audience = r.required(t, "audience", "audience = \"urn:ajar\"").and_then(|f| non_empty(r, &f));
     let name_claim = match t.get("name_claim") {
@@ -301,5 +364,15 @@ fn trusted(r: &mut Reader<'_>, t: &TableView<'_>, default_groups: &str) -> Optio
         Some(f) => non_empty(r, &f),
         None => Some(default_groups.to_owned()),
     };
-    Some(TrustedTokens { issuer: issuer?, audience: audience?, name_claim: name_claim?, groups_claim: groups_claim? })
+    let unmapped_groups = match t.get("unmapped_groups") {
+        Some(f) => r.parse(&f, UnmappedGroups::parse).map(|u| u.value),
+        None => Some(default_unmapped),
+    };
+    Some(TrustedTokens {
+        issuer: issuer?,
+        audience: audience?,
+        name_claim: name_claim?,
+        groups_claim: groups_claim?,
+        unmapped_groups: unmapped_groups?,
+    })
 }

@@ -481,6 +481,58 @@ sources = ["10.8.0.1/16", "::/8", "10.8.0.0/33", "2001::/16"]
 }
 
 #[test]
+fn ipv4_mapped_networks_are_read_as_ipv4() {
+    let config = ok(r#"
+[server]
+trusted_proxies = ["::ffff:10.0.0.0/104", "::ffff:10.1.0.5"]
+
+[[users]]
+name = "alice"
+password_hash = "HASH"
+
+[[targets]]
+name = "db"
+address = "10.0.3.12:5432"
+driver = "gateway"
+gateway = { listen = "0.0.0.0:15432" }
+
+[[policies]]
+name = "p"
+subjects = ["alice"]
+targets = ["db"]
+max_duration = "1h"
+approvals = 0
+sources = ["::ffff:10.8.0.0/112"]
+"#
+    .replace("HASH", HASH)
+    .as_str());
+    // A client's address is compared in its canonical (IPv4) form, so the
+    // networks must be IPv4 too, or a mapped network would never match.
+    let proxies: Vec<String> = config.server.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "10.1.0.5/32"]);
+    assert!(config.server.trusted_proxies[0].contains(&"10.20.30.40".parse::<std::net::IpAddr>().unwrap()));
+    let sources: Vec<String> = config.catalog.policies[0].sources.iter().map(ToString::to_string).collect();
+    assert_eq!(sources, ["10.8.0.0/16"]);
+
+    // The IPv4 limits apply to the IPv4 network a mapped one stands for.
+    check(
+        r#"
+[server]
+trusted_proxies = ["::ffff:0.0.0.0/100", "::ffff:0.0.0.0/96", "::ffff:10.0.0.1/104"]
+"#,
+        &[
+            (
+                "2:20",
+                "server.trusted_proxies[0]",
+                "::ffff:0.0.0.0/100 is wider than ajar accepts: an IPv4 network must be /8 or narrower",
+            ),
+            ("2:42", "server.trusted_proxies[1]", "::ffff:0.0.0.0/96 would admit every address"),
+            ("2:63", "server.trusted_proxies[2]", "has host bits set: did you mean 10.0.0.0/8?"),
+        ],
+    );
+}
+
+#[test]
 fn invalid_names_are_refused() {
     check(
         r#"

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ajar_config::{parse, Config, SecretRef};
+use ajar_config::{parse, Config, SecretRef, UnmappedGroups};
 
 fn text(toml: &str) -> String {
     toml.strip_prefix('\n').unwrap_or(toml).to_owned()
@@ -86,7 +86,7 @@ fn the_example_parses_into_settings() {
     assert_eq!(map, [("Engineering DBA", "dba"), ("SRE", "sre")]);
     assert_eq!(oidc.allowed_email_domains, ["example.com", "corp.example.org"]);
     assert!(!oidc.local_users);
-    assert_eq!(oidc.redirect_url.as_deref(), Some("https://ajar.example.com/sso/callback"));
+    assert_eq!(oidc.redirect_url, "https://ajar.example.com/sso/callback");
     assert_eq!(oidc.clock_skew, Duration::from_secs(30));
     assert_eq!(oidc.trusted_tokens.len(), 1);
     let trusted = &oidc.trusted_tokens[0];
@@ -105,6 +105,7 @@ fn defaults_apply_and_no_section_means_no_sso() {
 issuer = "http://127.0.0.1:9000"
 client_id = "ajar"
 client_secret_env = "AJAR_OIDC_SECRET"
+redirect_url = "http://127.0.0.1:8080/sso/callback"
 "#)
     .oidc
     .unwrap();
@@ -114,7 +115,9 @@ client_secret_env = "AJAR_OIDC_SECRET"
     assert!(oidc.local_users);
     assert!(oidc.group_map.is_empty() && oidc.allowed_email_domains.is_empty() && oidc.trusted_tokens.is_empty());
     assert_eq!(oidc.clock_skew, Duration::from_secs(60));
-    assert_eq!(oidc.redirect_url, None);
+    assert_eq!(oidc.redirect_url, "http://127.0.0.1:8080/sso/callback");
+    assert_eq!(oidc.unmapped_groups, UnmappedGroups::Drop, "only mapped groups count by default");
+    assert!(oidc.require_verified_email, "an e-mail must be verified by default");
 }
 
 #[test]
@@ -125,6 +128,7 @@ fn an_inline_secret_never_prints() {
 issuer = "https://login.example.com"
 client_id = "ajar"
 client_secret = "hunter2-very-secret"
+redirect_url = "https://ajar.example.com/sso/callback"
 "#)
     .oidc
     .unwrap();
@@ -179,10 +183,98 @@ admins = ["group:platform"]
 issuer = "https://login.example.com"
 client_id = "ajar"
 group_map = { "Platform Team" = "platform" }
+redirect_url = "https://ajar.example.com/sso/callback"
 "#;
     ok(toml);
     check(
         &toml.replace("group:platform", "group:platfrom"),
         &[(3, "access.admins[0]", "no user is in group \"platfrom\" and access.groups does not list it")],
+    );
+}
+
+#[test]
+fn redirect_url_is_required_and_never_guessed() {
+    check(
+        r#"
+[server]
+[oidc]
+issuer = "https://login.example.com"
+client_id = "ajar"
+"#,
+        &[(2, "oidc.redirect_url", "this required key is missing from oidc: ajar must know its own address")],
+    );
+    let errors = parse(
+        Path::new("ajar.toml"),
+        "[server]\n[oidc]\nissuer = \"https://login.example.com\"\nclient_id = \"ajar\"\n",
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        errors.contains("ajar.toml:2:1: oidc.redirect_url:") && errors.contains("redirect_url = \"https://"),
+        "the message is located and shows the fix: {errors}"
+    );
+}
+
+#[test]
+fn unmapped_groups_and_email_verification_are_chosen_explicitly() {
+    let oidc = ok(r#"
+[server]
+[oidc]
+issuer = "https://login.example.com"
+client_id = "ajar"
+redirect_url = "https://ajar.example.com/sso/callback"
+unmapped_groups = "keep"
+require_verified_email = false
+
+[[oidc.trusted_tokens]]
+issuer = "https://ci.example.com"
+audience = "urn:ajar"
+
+[[oidc.trusted_tokens]]
+issuer = "https://other-ci.example.com"
+audience = "urn:ajar"
+unmapped_groups = "drop"
+"#)
+    .oidc
+    .unwrap();
+    assert_eq!(oidc.unmapped_groups, UnmappedGroups::Keep);
+    assert!(!oidc.require_verified_email);
+    assert_eq!(oidc.trusted_tokens[0].unmapped_groups, UnmappedGroups::Keep, "defaults to the section's");
+    assert_eq!(oidc.trusted_tokens[1].unmapped_groups, UnmappedGroups::Drop);
+    let default = ok(r#"
+[server]
+[oidc]
+issuer = "https://login.example.com"
+client_id = "ajar"
+redirect_url = "https://ajar.example.com/sso/callback"
+[[oidc.trusted_tokens]]
+issuer = "https://ci.example.com"
+audience = "urn:ajar"
+"#)
+    .oidc
+    .unwrap();
+    assert_eq!(default.trusted_tokens[0].unmapped_groups, UnmappedGroups::Drop);
+
+    check(
+        r#"
+[server]
+[oidc]
+issuer = "https://login.example.com"
+client_id = "ajar"
+redirect_url = "https://ajar.example.com/sso/callback"
+unmapped_groups = "all"
+require_verified_email = "yes"
+
+[[oidc.trusted_tokens]]
+issuer = "https://ci.example.com"
+audience = "urn:ajar"
+unmapped_groups = true
+"#,
+        &[
+            (6, "oidc.unmapped_groups", "write \"drop\" (the default: only groups in group_map count) or \"keep\""),
+            (7, "oidc.require_verified_email", "true or false"),
+            (12, "oidc.trusted_tokens[0].unmapped_groups", "a string"),
+        ],
     );
 }

@@ -982,10 +982,47 @@ impl Core {
 
     /// Switches to a new catalog. Requests the new config no longer allows
     /// are withdrawn (active grants revoked, pending requests denied), each
-    /// audited. If a driver cannot apply the new targets, the old catalog
-    /// stays in force.
+    /// audited, and so are those whose target now leads to another
+    /// destination (approvals were for the old one). If a driver cannot
+    /// apply the new targets, the old catalog stays in force; requests
+    /// withdrawn for a changed destination stay withdrawn all the same.
     pub async fn reload(&self, catalog: Catalog, settings: CoreSettings) -> Result<(), CoreError> {
         let old = self.catalog();
+        let live = self
+            .store
+            .list_requests(&RequestFilter {
+                states: vec![RequestState::Pending, RequestState::Active],
+                ..Default::default()
+            })
+            .await?;
+
+        // A target whose destination changes is withdrawn from before the
+        // drivers learn the new one, so that no connection under an old
+        // approval reaches the new destination even for a moment. The old
+        // catalog is still in force here, so the close goes to the driver
+        // that opened the grant.
+        let mut withdrawn = 0;
+        let mut kept = Vec::new();
+        for request in live {
+            let moved = old.target(request.target.as_str()).zip(catalog.target(request.target.as_str())).and_then(
+                |(before, after)| {
+                    let (from, to) = (before.destination(), after.destination());
+                    let what = if before.address != after.address {
+                        format!("address changed from {} to {}", before.address, after.address)
+                    } else if from != to {
+                        format!("destination changed from {from} to {to}")
+                    } else {
+                        return None;
+                    };
+                    Some(format!("config reload: target {}'s {what}; ask again", request.target))
+                },
+            );
+            match moved {
+                Some(why) => withdrawn += self.withdraw_on_reload(&request, why).await,
+                None => kept.push(request),
+            }
+        }
+
         if let Err(e) = self.configure_drivers(&catalog).await {
             if let Err(again) = self.configure_drivers(&old).await {
                 error!(error = %again, "cannot restore the previous driver configuration either");
@@ -995,30 +1032,15 @@ impl Core {
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog.clone());
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
 
-        let live = self
-            .store
-            .list_requests(&RequestFilter {
-                states: vec![RequestState::Pending, RequestState::Active],
-                ..Default::default()
-            })
-            .await?;
-        let mut withdrawn = 0;
-        for request in live {
-            // SSO users are not in the config; a database error is not a
-            // reason to withdraw anyone's access.
-            let known = catalog.user(request.requester.as_str()).is_some()
-                || !matches!(self.store.identity(request.requester.as_str()).await, Ok(None));
-            let why = if known {
-                self.verdict(&catalog, &request).err().map(|e| format!("config reload: {e}"))
-            } else {
-                Some(format!("config reload: user {} no longer exists", request.requester))
+        for request in kept {
+            let why = match self.requester_now(&catalog, &request).await {
+                Some(who) => evaluate(&catalog, &who, &request.ask(), request.requester_addr)
+                    .err()
+                    .map(|e| format!("config reload: {e}")),
+                None => Some(format!("config reload: user {} no longer exists", request.requester)),
             };
-            let Some(why) = why else { continue };
-            if let Some(change) = request.withdraw(why, self.now()) {
-                withdrawn += 1;
-                if let Err(e) = self.apply(&request, change).await {
-                    warn!(request = %request.id, error = %e, "cannot withdraw a request after reload");
-                }
+            if let Some(why) = why {
+                withdrawn += self.withdraw_on_reload(&request, why).await;
             }
         }
         self.record(vec![NewAuditEvent {
@@ -1033,6 +1055,36 @@ impl Core {
             data: json!({ "targets": catalog.targets.len(), "policies": catalog.policies.len(), "withdrawn": withdrawn }),
         }])
         .await
+    }
+
+    /// Withdraws `request` after a reload, audited with `why`; 1 if it was
+    /// withdrawn, else 0.
+    async fn withdraw_on_reload(&self, request: &Request, why: String) -> usize {
+        let Some(change) = request.withdraw(why, self.now()) else { return 0 };
+        if let Err(e) = self.apply(request, change).await {
+            warn!(request = %request.id, error = %e, "cannot withdraw a request after reload");
+        }
+        1
+    }
+
+    /// The requester as a reload judges them: a config user with their
+    /// groups in `catalog`; else an SSO (or bearer token) identity with the
+    /// groups of its latest sign-in, so that a group the provider took away
+    /// is gone once they signed in again; `None` when they are neither. A
+    /// database error is no reason to withdraw anyone's access: the groups
+    /// they had when they asked are used then.
+    async fn requester_now(&self, catalog: &Catalog, request: &Request) -> Option<Principal> {
+        if let Some(user) = catalog.user(request.requester.as_str()) {
+            return Some(Principal::new(user.name.clone(), user.groups.iter().cloned()));
+        }
+        match self.store.identity(request.requester.as_str()).await {
+            Ok(Some(identity)) => Some(Principal::new(request.requester.clone(), identity.groups)),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(request = %request.id, error = %e, "cannot read the requester's identity; judging by the groups they asked with");
+                Some(request.requester_principal())
+            }
+        }
     }
 
     // ---- audit log --------------------------------------------------------

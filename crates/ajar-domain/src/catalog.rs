@@ -29,6 +29,43 @@ pub struct Target {
     pub aws: Option<AwsSettings>,
 }
 
+impl Target {
+    /// Where a grant on this target reaches, in words: the address, and for
+    /// the AWS drivers what else decides which machine that is (the security
+    /// group, protocol and ports a rule opens; the subnet an app server runs
+    /// in) and the region. Approvals are given for this destination, so a
+    /// reload that changes it withdraws the grants given for the old one.
+    /// The listen side (gateway or DNAT address, app server port) is not part
+    /// of it: it changes how clients come in, not what they reach.
+    pub fn destination(&self) -> String {
+        let region = |api: &AwsApi| {
+            let mut at =
+                api.region.as_deref().map_or_else(|| "the default region".to_owned(), |r| format!("region {r}"));
+            if let Some(endpoint) = &api.endpoint_url {
+                at.push_str(&format!(" at {endpoint}"));
+            }
+            at
+        };
+        match &self.aws {
+            Some(AwsSettings::SecurityGroup(sg)) => {
+                let ports: Vec<String> = sg.ports.iter().map(u16::to_string).collect();
+                format!(
+                    "{} (security group {} in {}, {} port {})",
+                    self.address,
+                    sg.security_group_id,
+                    region(&sg.api),
+                    sg.protocol.as_str(),
+                    ports.join(",")
+                )
+            }
+            Some(AwsSettings::Instance(i)) => {
+                format!("{} (from subnet {} in {})", self.address, i.subnet_id, region(&i.api))
+            }
+            None => self.address.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
     /// Where the gateway listens for this target.
@@ -294,5 +331,56 @@ impl Catalog {
 
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name.as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(address: &str) -> Target {
+        Target {
+            name: Name::parse("db").expect("valid"),
+            address: address.to_owned(),
+            driver: DriverKind::Gateway,
+            labels: BTreeMap::new(),
+            gateway: Some(GatewaySettings { listen: "127.0.0.1:15432".parse().expect("addr"), public_host: None }),
+            nat: None,
+            aws: None,
+        }
+    }
+
+    fn sg(address: &str, group: &str, ports: Vec<u16>) -> Target {
+        Target {
+            driver: DriverKind::AwsSg,
+            gateway: None,
+            aws: Some(AwsSettings::SecurityGroup(AwsSgSettings {
+                api: AwsApi { region: Some("eu-west-1".into()), endpoint_url: None },
+                security_group_id: group.into(),
+                protocol: IpProtocol::Tcp,
+                ports,
+                rule_quota: 60,
+                network_interface_ids: Vec::new(),
+            })),
+            ..target(address)
+        }
+    }
+
+    #[test]
+    fn the_destination_is_what_a_grant_reaches_not_where_it_comes_in() {
+        assert_eq!(target("10.0.0.1:5432").destination(), "10.0.0.1:5432");
+        assert_ne!(target("10.0.0.1:5432").destination(), target("10.0.0.2:5432").destination());
+        let other_listen = Target {
+            gateway: Some(GatewaySettings { listen: "127.0.0.1:25432".parse().expect("addr"), public_host: None }),
+            labels: [("env".to_owned(), "prod".to_owned())].into(),
+            ..target("10.0.0.1:5432")
+        };
+        assert_eq!(other_listen.destination(), target("10.0.0.1:5432").destination());
+
+        let a = sg("10.0.0.1:5432", "sg-1", vec![5432]);
+        assert_eq!(a.destination(), "10.0.0.1:5432 (security group sg-1 in region eu-west-1, tcp port 5432)");
+        assert_ne!(a.destination(), sg("10.0.0.1:5432", "sg-2", vec![5432]).destination());
+        assert_ne!(a.destination(), sg("10.0.0.1:5432", "sg-1", vec![5432, 22]).destination());
+        assert_ne!(a.destination(), target("10.0.0.1:5432").destination(), "another driver reaches it another way");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ajar_config::{OidcSettings, TrustedTokens};
+use ajar_config::{OidcSettings, TrustedTokens, UnmappedGroups};
 use ajar_domain::{ExternalIdentity, Name};
 use serde_json::{Map, Value};
 
@@ -64,6 +64,8 @@ pub enum Refused {
     NoEmail,
     #[error("the identity provider has not verified the e-mail address {0}; verify it there and sign in again")]
     UnverifiedEmail(String),
+    #[error("the identity provider did not say that it verified the e-mail address {0} (the ID token has no email_verified claim); ask your administrator to have the provider release email_verified to ajar, or, if this provider verifies every address, to set oidc.require_verified_email = false")]
+    VerificationUnknown(String),
     #[error("{email} is not in a domain allowed to sign in ({allowed}); sign in with your organisation's account")]
     DomainNotAllowed { email: String, allowed: String },
     #[error("{0:?} cannot be an ajar user name; ask your administrator to map this identity to a name of letters, digits, '.', '_', '-' and '@'")]
@@ -111,10 +113,30 @@ pub fn audiences(claims: &Map<String, Value>) -> String {
     }
 }
 
-/// IdP groups → ajar groups: mapped when `map` lists them, else kept when
-/// their name is a valid ajar name, else dropped.
-pub fn map_groups(idp_groups: &[String], map: &BTreeMap<String, Name>) -> BTreeSet<Name> {
-    idp_groups.iter().filter_map(|g| map.get(g).cloned().or_else(|| Name::parse(g).ok())).collect()
+/// IdP groups → ajar groups: mapped when `map` lists them; any other is
+/// dropped, unless `unmapped` says to keep it under its own name (when
+/// that is a valid ajar name).
+pub fn map_groups(idp_groups: &[String], map: &BTreeMap<String, Name>, unmapped: UnmappedGroups) -> BTreeSet<Name> {
+    idp_groups
+        .iter()
+        .filter_map(|g| match (map.get(g), unmapped) {
+            (Some(mapped), _) => Some(mapped.clone()),
+            (None, UnmappedGroups::Keep) => Name::parse(g).ok(),
+            (None, UnmappedGroups::Drop) => None,
+        })
+        .collect()
+}
+
+/// Whether the provider vouches for the e-mail address: `email_verified`
+/// must be `true` (a few providers write the string `"true"`). Without the
+/// claim the address counts as verified only when `require` is off.
+fn email_verified(claims: &Map<String, Value>, require: bool) -> Option<bool> {
+    match claims.get("email_verified") {
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) => Some(s == "true"),
+        Some(_) => Some(false),
+        None => (!require).then_some(true),
+    }
 }
 
 /// The strings of the claim `name` (a list, or one string).
@@ -135,7 +157,9 @@ fn issuer(claims: &Map<String, Value>) -> Result<String, TokenError> {
 }
 
 /// Who a verified ID token signs in: named by the e-mail address, which
-/// must not be marked unverified and must be in an allowed domain.
+/// the provider must have verified (`email_verified: true`; without the
+/// claim only when `require_verified_email` is off) and which must be in an
+/// allowed domain.
 pub fn person(
     claims: &Map<String, Value>,
     settings: &OidcSettings,
@@ -144,8 +168,10 @@ pub fn person(
     let Some(email) = claims.get("email").and_then(Value::as_str).map(str::to_ascii_lowercase) else {
         return Ok(Err(Refused::NoEmail));
     };
-    if claims.get("email_verified").and_then(Value::as_bool) == Some(false) {
-        return Ok(Err(Refused::UnverifiedEmail(email)));
+    match email_verified(claims, settings.require_verified_email) {
+        Some(true) => {}
+        Some(false) => return Ok(Err(Refused::UnverifiedEmail(email))),
+        None => return Ok(Err(Refused::VerificationUnknown(email))),
     }
     let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
     if !settings.allowed_email_domains.is_empty() && !settings.allowed_email_domains.iter().any(|d| d == domain) {
@@ -155,7 +181,7 @@ pub fn person(
     let Ok(name) = Name::parse(&email) else {
         return Ok(Err(Refused::BadName(email)));
     };
-    let groups = map_groups(&strings(claims, &settings.groups_claim), &settings.group_map);
+    let groups = map_groups(&strings(claims, &settings.groups_claim), &settings.group_map, settings.unmapped_groups);
     Ok(Ok(ExternalIdentity { name, issuer, subject, email: Some(email), groups }))
 }
 
@@ -172,7 +198,7 @@ pub fn machine(
     let Ok(name) = Name::parse(raw) else {
         return Ok(Err(Refused::BadName(raw.chars().take(64).collect())));
     };
-    let groups = map_groups(&strings(claims, &trusted.groups_claim), map);
+    let groups = map_groups(&strings(claims, &trusted.groups_claim), map, trusted.unmapped_groups);
     Ok(Ok(ExternalIdentity { name, issuer, subject, email: None, groups }))
 }
 
@@ -196,9 +222,11 @@ mod tests {
             scopes: vec!["openid".into()],
             groups_claim: "groups".into(),
             group_map: [("Engineering DBA".to_owned(), Name::parse("dba").expect("valid"))].into(),
+            unmapped_groups: UnmappedGroups::Drop,
             allowed_email_domains: vec!["example.com".into()],
+            require_verified_email: true,
             local_users: true,
-            redirect_url: None,
+            redirect_url: "https://ajar.example.com/sso/callback".into(),
             clock_skew: std::time::Duration::from_secs(60),
             trusted_tokens: Vec::new(),
         }
@@ -231,12 +259,19 @@ mod tests {
         assert_eq!(check_nonce(&claims(json!({})), "abc"), Err(TokenError::Nonce));
     }
 
+    fn names(groups: &BTreeSet<Name>) -> Vec<&str> {
+        groups.iter().map(Name::as_str).collect()
+    }
+
     #[test]
-    fn groups_are_mapped_kept_or_dropped() {
+    fn only_mapped_groups_count_unless_unmapped_ones_are_kept() {
         let map = settings().group_map;
-        let got = map_groups(&["Engineering DBA".into(), "staff".into(), "Domain Users".into()], &map);
-        let got: Vec<&str> = got.iter().map(Name::as_str).collect();
-        assert_eq!(got, ["dba", "staff"]);
+        let idp: Vec<String> = ["Engineering DBA", "staff", "admins", "Domain Users"].map(String::from).into();
+        // The default: an IdP group called `admins` is not ajar's admins.
+        assert_eq!(names(&map_groups(&idp, &map, UnmappedGroups::Drop)), ["dba"]);
+        // Opted in: valid names are kept, invalid ones still dropped.
+        assert_eq!(names(&map_groups(&idp, &map, UnmappedGroups::Keep)), ["admins", "dba", "staff"]);
+        assert!(map_groups(&["admins".into()], &BTreeMap::new(), UnmappedGroups::Drop).is_empty());
     }
 
     #[test]
@@ -246,16 +281,30 @@ mod tests {
         let who = person(&claims(base.clone()), &settings()).expect("claims").expect("allowed");
         assert_eq!(who.name.as_str(), "carol@example.com");
         assert_eq!(who.subject, "u1");
-        assert_eq!(who.groups.iter().map(Name::as_str).collect::<Vec<_>>(), ["dba", "staff"]);
+        assert_eq!(names(&who.groups), ["dba"], "staff is not in group_map");
+        let keep = OidcSettings { unmapped_groups: UnmappedGroups::Keep, ..settings() };
+        let who = person(&claims(base.clone()), &keep).expect("claims").expect("allowed");
+        assert_eq!(names(&who.groups), ["dba", "staff"]);
 
         let with = |key: &str, value: Value| {
             let mut c = claims(base.clone());
             c.insert(key.to_owned(), value);
             person(&c, &settings())
         };
-        assert_eq!(with("email_verified", json!(false)), Ok(Err(Refused::UnverifiedEmail("carol@example.com".into()))));
+        let unverified = Ok(Err(Refused::UnverifiedEmail("carol@example.com".into())));
+        assert_eq!(with("email_verified", json!(false)), unverified);
+        assert_eq!(with("email_verified", json!("false")), unverified);
+        assert_eq!(with("email_verified", json!(1)), unverified);
+        assert!(with("email_verified", json!("true")).is_ok_and(|who| who.is_ok()));
         assert!(matches!(with("email", json!("eve@evil.test")), Ok(Err(Refused::DomainNotAllowed { .. }))));
         assert!(matches!(with("email", json!("not an address@example.com")), Ok(Err(Refused::BadName(_)))));
+        // Without the claim the address is not known to be verified:
+        // refused, unless the administrator opted out.
+        let mut silent = claims(base.clone());
+        silent.remove("email_verified");
+        assert_eq!(person(&silent, &settings()), Ok(Err(Refused::VerificationUnknown("carol@example.com".into()))));
+        let lax = OidcSettings { require_verified_email: false, ..settings() };
+        assert!(person(&silent, &lax).is_ok_and(|who| who.is_ok()));
         let mut no_email = claims(base.clone());
         no_email.remove("email");
         assert_eq!(person(&no_email, &settings()), Ok(Err(Refused::NoEmail)));
@@ -271,10 +320,18 @@ mod tests {
             audience: "urn:ajar".into(),
             name_claim: "client_id".into(),
             groups_claim: "groups".into(),
+            unmapped_groups: UnmappedGroups::Drop,
         };
-        let c = claims(json!({ "iss": "https://idp.example.com", "sub": "x", "client_id": "ci", "groups": ["ci"] }));
-        let who = machine(&c, &trusted, &BTreeMap::new()).expect("claims").expect("valid name");
-        assert_eq!((who.name.as_str(), who.email), ("ci", None));
+        let map: BTreeMap<String, Name> = [("ci".to_owned(), Name::parse("deployers").expect("valid"))].into();
+        let c = claims(
+            json!({ "iss": "https://idp.example.com", "sub": "x", "client_id": "ci", "groups": ["ci", "admins"] }),
+        );
+        let who = machine(&c, &trusted, &map).expect("claims").expect("valid name");
+        assert_eq!((who.name.as_str(), who.email.clone()), ("ci", None));
+        assert_eq!(names(&who.groups), ["deployers"], "an unmapped admins group is dropped");
+        let keep = TrustedTokens { unmapped_groups: UnmappedGroups::Keep, ..trusted.clone() };
+        let who = machine(&c, &keep, &map).expect("claims").expect("valid name");
+        assert_eq!(names(&who.groups), ["admins", "deployers"]);
         let bad = claims(json!({ "iss": "i", "sub": "x", "client_id": "repo:org/app" }));
         assert!(matches!(machine(&bad, &trusted, &BTreeMap::new()), Ok(Err(Refused::BadName(_)))));
     }

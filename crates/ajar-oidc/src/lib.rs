@@ -4,6 +4,7 @@
 //! authorization grant). [`Sso`] is what the API holds; what a verified
 //! token means (who, which groups) is the pure [`claims`] module.
 
+pub mod answer;
 pub mod claims;
 mod provider;
 

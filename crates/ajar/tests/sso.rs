@@ -11,6 +11,14 @@
 //!   IdP's (mapped) groups and a policy naming that group lets the user
 //!   request; `ajar login --sso` completes by the device flow and by the
 //!   loopback redirect; sign-ins and group changes are in the audit log.
+//! - Over plain HTTP (a cookie-keeping client clicking through the
+//!   provider's forms, as a browser would): the redirect URI is the
+//!   configured one whatever the `Host` header says, a config without it is
+//!   refused; a provider error's description is never shown as ajar's
+//!   words; an IdP group called `admins` that `group_map` does not list
+//!   gives nothing; a sign-in whose ID token does not say the e-mail is
+//!   verified is refused; a reload judges an SSO user by the groups of
+//!   their latest sign-in.
 
 mod common;
 
@@ -113,8 +121,10 @@ impl Drop for Provider {
     }
 }
 
-/// The test config with an `[oidc]` section for `issuer`.
+/// The test config with an `[oidc]` section for `issuer`, on a port picked
+/// now so that `redirect_url` can name the server.
 fn config(issuer: &str, echo: std::net::SocketAddr) -> Config {
+    let listen = std::net::SocketAddr::from((LOCAL, free_port()));
     let oidc = format!(
         r#"
 [oidc]
@@ -122,8 +132,9 @@ issuer = "{issuer}"
 client_id = "ajar"
 client_secret_env = "AJAR_TEST_OIDC_SECRET"
 scopes = ["openid", "email", "groups"]
-group_map = {{ "idp-dev" = "developers", "ci" = "ci" }}
+group_map = {{ "idp-dev" = "developers", "ci" = "ci", "staff" = "staff" }}
 allowed_email_domains = ["example.com"]
+redirect_url = "http://{listen}/sso/callback"
 clock_skew = "1s"
 
 [[oidc.trusted_tokens]]
@@ -132,6 +143,7 @@ audience = "urn:ajar"
 "#
     );
     Config::new()
+        .listen(listen)
         .target("db", echo)
         .policy(Policy::auto("idp-developers", &["group:developers"], &["db"]))
         .policy(Policy::auto("ci", &["group:ci"], &["db"]))
@@ -228,6 +240,7 @@ issuer = "{issuer}"
 client_id = "ajar"
 client_secret_env = "AJAR_TEST_OIDC_SECRET"
 group_map = {{ "ci" = "ci" }}
+redirect_url = "https://ajar.example.com/sso/callback"
 
 [[oidc.trusted_tokens]]
 issuer = "{issuer}"
@@ -488,4 +501,373 @@ async fn portal_and_cli_sign_in_through_the_provider() {
     .await;
     browser.close().await.expect("close the browser");
     outcome
+}
+
+// ---- over plain HTTP ------------------------------------------------------
+
+/// Cookies as a browser keeps them: by origin, path and name, sent back to
+/// the same origin for the paths under the cookie's path.
+#[derive(Default)]
+struct Jar {
+    /// (origin, path, name, value)
+    cookies: Vec<(String, String, String, String)>,
+}
+
+impl Jar {
+    fn keep(&mut self, url: &reqwest::Url, headers: &reqwest::header::HeaderMap) {
+        let origin = url.origin().ascii_serialization();
+        for header in headers.get_all(reqwest::header::SET_COOKIE) {
+            let Ok(text) = header.to_str() else { continue };
+            let mut parts = text.split(';').map(str::trim);
+            let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else { continue };
+            let (mut path, mut gone) = ("/".to_owned(), value.is_empty());
+            for attribute in parts {
+                let (key, val) = attribute.split_once('=').unwrap_or((attribute, ""));
+                match key.to_ascii_lowercase().as_str() {
+                    "path" => val.clone_into(&mut path),
+                    "max-age" => gone |= val.parse::<i64>().is_ok_and(|s| s <= 0),
+                    "expires" => gone |= val.contains("1970"),
+                    _ => {}
+                }
+            }
+            self.cookies.retain(|(o, p, n, _)| !(*o == origin && *p == path && n == name));
+            if !gone {
+                self.cookies.push((origin.clone(), path, name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn header(&self, url: &reqwest::Url) -> String {
+        let origin = url.origin().ascii_serialization();
+        let sent: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|(o, p, _, _)| *o == origin && url.path().starts_with(p.as_str()))
+            .map(|(_, _, n, v)| format!("{n}={v}"))
+            .collect();
+        sent.join("; ")
+    }
+
+    fn value(&self, name: &str) -> Option<String> {
+        self.cookies.iter().find(|(_, _, n, _)| n == name).map(|(_, _, _, v)| v.clone())
+    }
+}
+
+/// One answer in a sign-in: the status, where it redirects, the body.
+struct Answer {
+    status: u16,
+    location: Option<reqwest::Url>,
+    body: String,
+}
+
+/// A stand-in for a browser over plain HTTP: follows redirects itself and
+/// keeps cookies, so that it can click through the provider's development
+/// login and consent forms (TESTING.md: ~0.1 s for a sign-in).
+struct HttpBrowser {
+    http: reqwest::Client,
+    jar: Jar,
+}
+
+impl HttpBrowser {
+    fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(LOCAL)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("build an HTTP client");
+        Self { http, jar: Jar::default() }
+    }
+
+    /// GET `url`, or POST `form` to it; `host` overrides the Host header.
+    async fn send(&mut self, url: &reqwest::Url, form: Option<&[(&str, &str)]>, host: Option<&str>) -> Answer {
+        let mut request = match form {
+            Some(form) => self.http.post(url.clone()).form(form),
+            None => self.http.get(url.clone()),
+        };
+        let cookies = self.jar.header(url);
+        if !cookies.is_empty() {
+            request = request.header(reqwest::header::COOKIE, cookies);
+        }
+        if let Some(host) = host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        self.jar.keep(url, response.headers());
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| url.join(l).unwrap_or_else(|e| panic!("{url} redirects to {l}: {e}")));
+        let body = response.text().await.unwrap_or_default();
+        Answer { status, location, body }
+    }
+
+    /// From `answer` (the redirect ajar's /sso/start gave) through the
+    /// provider's forms as `login`, until the provider sends the browser
+    /// back: returns that URL, the redirect URI with the code.
+    async fn through_provider(&mut self, provider: &Provider, mut answer: Answer, login: &str) -> reqwest::Url {
+        for _ in 0..20 {
+            if let Some(next) = answer.location.take() {
+                if !next.as_str().starts_with(&provider.issuer) {
+                    return next;
+                }
+                answer = self.send(&next, None, None).await;
+                continue;
+            }
+            assert_eq!(answer.status, 200, "the provider answered {}: {}", answer.status, answer.body);
+            let action = answer
+                .body
+                .split("action=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("a provider page without a form: {}", answer.body));
+            let action = reqwest::Url::parse(action).expect("the form's action is a URL");
+            answer = if answer.body.contains(r#"name="prompt" value="login""#) {
+                self.send(&action, Some(&[("prompt", "login"), ("login", login), ("password", "x")]), None).await
+            } else if answer.body.contains(r#"name="prompt" value="consent""#) {
+                self.send(&action, Some(&[("prompt", "consent")]), None).await
+            } else {
+                panic!("an unexpected provider page: {}", answer.body)
+            };
+        }
+        panic!("the sign-in at the provider did not end within 20 steps")
+    }
+}
+
+/// How a sign-in over HTTP ended at ajar.
+struct Landed {
+    /// ajar's answer at /sso/callback.
+    answer: Answer,
+    /// The portal session's token, when ajar signed the user in.
+    token: Option<String>,
+}
+
+/// Signs `login` in the way the portal's "Sign in with SSO" does, over
+/// plain HTTP: /sso/start, the provider's forms, back to /sso/callback.
+async fn http_sign_in(server: &TestServer, provider: &Provider, login: &str) -> Landed {
+    let mut browser = HttpBrowser::new();
+    let start = reqwest::Url::parse(&server.url("/sso/start")).expect("url");
+    let answer = browser.send(&start, None, None).await;
+    assert_eq!(answer.status, 303, "/sso/start: {}", answer.body);
+    let back = browser.through_provider(provider, answer, login).await;
+    assert!(back.as_str().starts_with(&server.url("/sso/callback?")), "the provider sent the browser to {back}");
+    let answer = browser.send(&back, None, None).await;
+    Landed { answer, token: browser.jar.value("ajar_session") }
+}
+
+/// The session of a sign-in that succeeded, calling the API from `ip`.
+fn signed_in(server: &TestServer, landed: &Landed, ip: std::net::IpAddr) -> Session {
+    assert_eq!(
+        (landed.answer.status, landed.answer.location.as_ref().map(|l| l.path().to_owned())),
+        (303, Some("/access".to_owned())),
+        "the sign-in did not land in the portal: {}",
+        landed.answer.body
+    );
+    let token = landed.token.as_deref().expect("a session cookie after signing in");
+    server.anonymous(ip).with_token(token)
+}
+
+fn query(url: &reqwest::Url, key: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_uri_is_the_configured_one_whatever_the_host_header_says() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let server = start(&provider, echo.addr).await;
+    let configured = server.url("/sso/callback");
+
+    // A client that names another host gets the configured redirect URI
+    // all the same: the provider would send the code wherever it says.
+    let mut browser = HttpBrowser::new();
+    let start = reqwest::Url::parse(&server.url("/sso/start")).expect("url");
+    let answer = browser.send(&start, None, Some("evil.example")).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let to = answer.location.clone().expect("a redirect to the provider");
+    assert!(to.as_str().starts_with(&provider.issuer), "{to}");
+    assert_eq!(query(&to, "redirect_uri").as_deref(), Some(configured.as_str()), "{to}");
+
+    // And the sign-in completes there.
+    let back = browser.through_provider(&provider, answer, "carol").await;
+    assert!(back.as_str().starts_with(&format!("{configured}?")), "{back}");
+    let landed = browser.send(&back, None, Some("evil.example")).await;
+    assert_eq!(landed.status, 303, "{}", landed.body);
+    assert!(browser.jar.value("ajar_session").is_some(), "signed in");
+
+    // A config without redirect_url is refused, saying what to add.
+    let rendered = server.config.render();
+    let without: Vec<&str> = rendered.lines().filter(|l| !l.starts_with("redirect_url")).collect();
+    let file = server.dir().join("no-redirect.toml");
+    std::fs::write(&file, without.join("\n")).expect("write");
+    let out = std::process::Command::new(ajar_bin()).arg("check-config").arg(&file).output().expect("run ajar");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let line = said.lines().find(|l| l.contains("oidc.redirect_url")).unwrap_or_else(|| panic!("{said}"));
+    assert!(line.starts_with(&format!("{}:", file.display())), "located in the file: {line}");
+    assert!(line.contains("redirect_url = \"https://"), "shows the fix: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_error_is_told_in_ajars_words_and_its_text_only_logged() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let server = start(&provider, echo.addr).await;
+    let http = reqwest::Client::new();
+    let hostile = "Your account is locked. Call +1-555-0100 or visit https://evil.example/reset\n\
+                   2026-01-01T00:00:00Z ERROR forged log line";
+
+    // Anyone can send a browser here with any text.
+    let url = reqwest::Url::parse_with_params(
+        &server.url("/sso/callback"),
+        &[("error", "access_denied"), ("error_description", hostile)],
+    )
+    .expect("url");
+    let response = http.get(url).send().await.expect("callback");
+    assert_eq!(response.status(), 401);
+    let page = response.text().await.expect("page");
+    assert!(page.contains("Sign-in was not completed") && page.contains("(access_denied)"), "{page}");
+    for words in ["555-0100", "evil.example", "locked", "forged"] {
+        assert!(!page.contains(words), "the page repeats the provider's {words:?}:\n{page}");
+    }
+
+    // An error code that no standard defines is not repeated either.
+    let url = reqwest::Url::parse_with_params(
+        &server.url("/sso/callback"),
+        &[("error", "call_555-0100_now"), ("error_description", "x")],
+    )
+    .expect("url");
+    let page = http.get(url).send().await.expect("callback").text().await.expect("page");
+    assert!(page.contains("Sign-in was not completed") && !page.contains("555-0100"), "{page}");
+
+    // The log has the provider's text, escaped: it cannot forge a line.
+    let log = eventually("the provider's error in the log", Duration::from_secs(5), || async {
+        let log = server.stderr();
+        log.contains("call_555-0100_now").then_some(log)
+    })
+    .await;
+    assert!(log.contains(r"evil.example/reset\u{a}2026-01-01T00:00:00Z ERROR forged log line"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z ERROR forged")), "{log}");
+
+    // The audit log says what happened in ajar's words.
+    let admin = server.login("adam").await;
+    let events = admin.audit().await;
+    let reasons: Vec<&str> =
+        events.iter().filter(|e| e["action"] == "login_failed").filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["the identity provider answered access_denied", "the identity provider answered an unregistered error code"],
+        "{}",
+        show_events(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_groups_that_group_map_does_not_list_give_nothing() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let server = start(&provider, echo.addr).await;
+
+    // mallory is in provider groups `admins` (not mapped) and `idp-dev`;
+    // ajar's admins are `group:admins`.
+    let landed = http_sign_in(&server, &provider, "mallory").await;
+    let mallory = signed_in(&server, &landed, LOCAL);
+    let me = mallory.get("/api/v1/whoami").await.ok(200, "whoami");
+    assert_eq!(me["username"], "mallory@example.com", "{me}");
+    assert_eq!(me["groups"], json!(["developers"]), "{me}");
+    assert_eq!(me["admin"], false, "{me}");
+    mallory.get("/api/v1/audit/verify").await.problem(403, "forbidden");
+
+    // The same for a trusted token whose groups claim says admins.
+    let token = provider.client_token("ci-admins", None).await;
+    let ci = server.anonymous(LOCAL).with_token(&token);
+    let me = ci.get("/api/v1/whoami").await.ok(200, "whoami with a provider JWT");
+    assert_eq!((&me["groups"], &me["admin"]), (&json!(["ci"]), &json!(false)), "{me}");
+
+    // Neither may do what an admin may: revoke someone else's grant.
+    let grant = id(&ci.request("db", "5m", "deploy").await);
+    mallory.act(&grant, "revoke").await.problem(404, "not-found");
+    assert_eq!(ci.get_request(&grant).await["state"], "active");
+    let adam = server.login("adam").await;
+    adam.act(&grant, "revoke").await.ok(200, "an admin may revoke it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_whose_email_the_provider_does_not_vouch_for_is_refused() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let server = start(&provider, echo.addr).await;
+
+    // grace's ID token has an e-mail address but no email_verified claim.
+    let landed = http_sign_in(&server, &provider, "grace").await;
+    assert_eq!(landed.answer.status, 403, "{}", landed.answer.body);
+    assert!(landed.token.is_none(), "no session for grace");
+    let page = &landed.answer.body;
+    assert!(
+        page.contains("did not say that it verified the e-mail address grace@example.com")
+            && page.contains("require_verified_email"),
+        "{page}"
+    );
+
+    // carol's says it verified hers.
+    let carol = signed_in(&server, &http_sign_in(&server, &provider, "carol").await, LOCAL);
+    carol.get("/api/v1/whoami").await.ok(200, "whoami");
+
+    let admin = server.login("adam").await;
+    let events = admin.audit().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "login_failed"
+                && e["reason"].as_str().is_some_and(|r| r.contains("grace@example.com"))),
+        "{}",
+        show_events(&events)
+    );
+    assert!(!events.iter().any(|e| e["action"] == "login" && e["actor"] == "grace@example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_judges_an_sso_user_by_the_groups_of_their_latest_sign_in() {
+    let Some(provider) = Provider::start() else { return };
+    let echo = Echo::start().await;
+    let server = start(&provider, echo.addr).await;
+    let port = server.config.port("db");
+    let (frank_ip, carol_ip) = (GRANTED, std::net::IpAddr::from([127, 0, 0, 5]));
+
+    // frank and carol are developers (provider group idp-dev) and get a
+    // grant by the policy for developers.
+    let frank = signed_in(&server, &http_sign_in(&server, &provider, "frank").await, frank_ip);
+    let carol = signed_in(&server, &http_sign_in(&server, &provider, "carol").await, carol_ip);
+    let frank_grant = id(&frank.request("db", "30m", "INC-80").await);
+    let carol_grant = id(&carol.request("db", "30m", "INC-81").await);
+    let mut frank_stream = connect_ok(frank_ip, port).await;
+    let mut carol_stream = connect_ok(carol_ip, port).await;
+
+    // The provider takes frank out of idp-dev; he signs in again.
+    let status = reqwest::Client::new()
+        .post(format!("{}/__test/groups", provider.issuer))
+        .json(&json!({ "account": "frank", "groups": ["staff"] }))
+        .send()
+        .await
+        .expect("change groups")
+        .status();
+    assert_eq!(status, 204);
+    let again = signed_in(&server, &http_sign_in(&server, &provider, "frank").await, frank_ip);
+    assert_eq!(again.get("/api/v1/whoami").await.ok(200, "whoami")["groups"], json!(["staff"]));
+
+    // A reload (of the same file) judges him by those groups: no policy
+    // lets him have db any more. carol keeps hers.
+    server.sighup();
+    let revoked = frank.wait_state(&frank_grant, "revoked", Duration::from_secs(5)).await;
+    assert_eq!(revoked["closed_by"], "ajar:system", "{revoked:#}");
+    assert!(revoked["close_comment"].as_str().is_some_and(|c| c.starts_with("config reload:")), "{revoked:#}");
+    assert_cut_promptly(&mut frank_stream).await;
+    assert_refused(frank_ip, port).await;
+
+    let admin = server.login("adam").await;
+    admin.wait_audit("`config_reloaded`", Duration::from_secs(5), |e| e["action"] == "config_reloaded").await;
+    assert_eq!(carol.get_request(&carol_grant).await["state"], "active");
+    round_trip(&mut carol_stream, b"carol still works").await;
 }

@@ -170,6 +170,8 @@ pub const USERS: &[(&str, &[&str])] = &[
 /// [`USERS`], plus the targets, policies and `[server]` keys a test adds.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    /// `[server] listen`; `127.0.0.1:0` (the OS picks a port) unless set.
+    listen: Option<SocketAddr>,
     server: Vec<String>,
     targets: Vec<TargetSpec>,
     policies: Vec<Policy>,
@@ -180,6 +182,14 @@ pub struct Config {
 impl Config {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Listens on `addr` instead of a port the OS picks, for a test that
+    /// must name the server's address in its own config (such as
+    /// `oidc.redirect_url`).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
     }
 
     /// Adds a `[server]` line such as `token_ttl = "2s"`.
@@ -233,7 +243,8 @@ impl Config {
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::from("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n");
+        let listen = self.listen.unwrap_or(SocketAddr::from((LOCAL, 0)));
+        let mut out = format!("[server]\nlisten = \"{listen}\"\ndata_dir = \"data\"\n");
         for line in &self.server {
             out.push_str(line);
             out.push('\n');

@@ -3,20 +3,26 @@
 // OS chooses and prints `listening http://127.0.0.1:PORT` once ready.
 //
 // Accounts: any login name signs in (the provider's development login form,
-// password ignored); `email` is NAME@example.com and `groups` come from the
-// GROUPS table below. Clients:
+// password ignored); `email` is NAME@example.com, `email_verified` is true
+// except for the accounts in SILENT (whose ID tokens carry no
+// email_verified claim at all), and `groups` come from the GROUPS table
+// below (`mallory` is in a provider group called `admins`). Clients:
 //   - `ajar` (confidential): authorization code + PKCE, device flow, refresh;
 //     redirect URI http://127.0.0.1/sso/callback on any port (a native
 //     client, RFC 8252), which is the ajar server under test.
 //   - `ci` and `ci-short` (confidential): client credentials, issuing JWT
 //     access tokens for the resource indicator asked for (default
 //     `urn:ajar`), `ci-short` with a 1 s lifetime, carrying `groups: ["ci"]`
-//     and `acct` (the client id).
+//     and `acct` (the client id);
+//   - `ci-admins`: the same, its tokens carrying `groups: ["ci", "admins"]`;
 //   - `adam`, `bob` and `ci-twin`: the same, with `acct` = `adam`, `bob`
 //     and `ci` (a second account claiming ci's name).
 //
 // POST /__test/rotate replaces the signing key with a fresh one (the old key
 // disappears from the JWKS), as an identity provider's key rotation does.
+// POST /__test/groups with {"account": NAME, "groups": [...]} changes an
+// account's groups from its next sign-in on, as an administrator does at
+// the identity provider.
 
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
@@ -26,7 +32,10 @@ const GROUPS = {
   carol: ['idp-dev', 'staff'],
   dave: ['idp-sre', 'staff'],
   erin: ['staff'],
+  mallory: ['admins', 'idp-dev'],
+  frank: ['idp-dev'],
 };
+const SILENT = new Set(['grace']);
 
 // The `acct` claim of client-credentials tokens: the client id, except for
 // `ci-twin`, which claims to be `ci`.
@@ -63,9 +72,10 @@ function build(issuer, key) {
         redirect_uris: [],
         response_types: [],
       },
-      // Machines whose `acct` claim names someone else: local users of the
+      // More machines: ci-admins (in the provider's `admins` group), and
+      // those whose `acct` claim names someone else: local users of the
       // ajar under test, and a second account claiming `ci`'s name.
-      ...['adam', 'bob', 'ci-twin'].map((client_id) => ({
+      ...['ci-admins', 'adam', 'bob', 'ci-twin'].map((client_id) => ({
         client_id,
         client_secret: 'ci-test-secret',
         grant_types: ['client_credentials'],
@@ -99,16 +109,17 @@ function build(issuer, key) {
         }),
       },
     },
-    extraTokenClaims: (ctx, token) =>
-      token.kind === 'ClientCredentials'
-        ? { groups: ['ci'], acct: ACCOUNT_CLAIM[token.clientId] ?? token.clientId }
-        : undefined,
+    extraTokenClaims: (ctx, token) => {
+      if (token.kind !== 'ClientCredentials') return undefined;
+      const groups = token.clientId === 'ci-admins' ? ['ci', 'admins'] : ['ci'];
+      return { groups, acct: ACCOUNT_CLAIM[token.clientId] ?? token.clientId };
+    },
     findAccount: (ctx, id) => ({
       accountId: id,
       claims: () => ({
         sub: id,
         email: `${id}@example.com`,
-        email_verified: true,
+        ...(SILENT.has(id) ? {} : { email_verified: true }),
         groups: GROUPS[id] ?? [],
       }),
     }),
@@ -131,6 +142,16 @@ const server = createServer((req, res) => {
   if (req.method === 'POST' && req.url === '/__test/rotate') {
     current = build(current.issuer, newKey());
     res.writeHead(204).end();
+    return;
+  }
+  if (req.method === 'POST' && req.url === '/__test/groups') {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      const { account, groups } = JSON.parse(body);
+      GROUPS[account] = groups;
+      res.writeHead(204).end();
+    });
     return;
   }
   current.callback()(req, res);
