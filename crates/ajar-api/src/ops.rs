@@ -153,3 +153,45 @@ pub async fn metrics(
     let _ = writeln!(out, "ajar_api_connections_idle_closed_total {}", load(&c.idle_closed));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::MetricsToken;
+
+    fn check(access: &MetricsAccess, peer: &str, headers: &[(&str, &str)]) -> Result<(), u16> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                axum::http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        may_read_metrics(access, peer.parse().unwrap(), &map).map_err(|p| p.status)
+    }
+
+    #[test]
+    fn metrics_are_read_only_by_whom_the_mode_allows() {
+        let token = MetricsAccess::Token(MetricsToken::new("s3cret-metrics-token"));
+        assert_eq!(check(&token, "203.0.113.5:4000", &[("authorization", "Bearer s3cret-metrics-token")]), Ok(()));
+        assert_eq!(check(&token, "127.0.0.1:4000", &[]), Err(401));
+        assert_eq!(check(&token, "127.0.0.1:4000", &[("authorization", "Bearer s3cret-metrics-tokeN")]), Err(401));
+        assert_eq!(check(&token, "127.0.0.1:4000", &[("authorization", "Bearer ")]), Err(401));
+        assert_eq!(check(&token, "127.0.0.1:4000", &[("authorization", "s3cret-metrics-token")]), Err(401));
+
+        assert_eq!(check(&MetricsAccess::Local, "127.0.0.1:4000", &[]), Ok(()));
+        assert_eq!(check(&MetricsAccess::Local, "[::1]:4000", &[]), Ok(()));
+        for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            assert_eq!(check(&MetricsAccess::Local, "127.0.0.1:4000", &[(header, "198.51.100.1")]), Err(403), "{header}");
+        }
+        assert_eq!(check(&MetricsAccess::Local, "192.0.2.8:4000", &[]), Err(403));
+
+        // The default on a listener reachable from other hosts: nobody.
+        assert_eq!(check(&MetricsAccess::Closed, "127.0.0.1:4000", &[]), Err(403));
+        let elsewhere = MetricsAccess::Elsewhere("127.0.0.1:9464".parse().unwrap());
+        assert_eq!(check(&elsewhere, "127.0.0.1:4000", &[]), Err(404));
+        assert_eq!(check(&MetricsAccess::Open, "192.0.2.8:4000", &[]), Ok(()));
+    }
+}

@@ -844,6 +844,7 @@ pub async fn audit_export(
                         // The answer has started: all that is left is to
                         // break it off, so the download shows as incomplete.
                         tracing::error!(error = %e, after = x.after, "the audit export stopped: the store cannot be read");
+                        x.left = 0;
                         return Some((Err(std::io::Error::other(e.to_string())), x));
                     }
                 },
