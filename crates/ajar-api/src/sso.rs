@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::caller::ClientAddr;
 use crate::dto::{SsoDevice, SsoDevicePoll, SsoHandoff, SsoInfo, SsoStatus};
-use crate::portal::session::{self, SESSION_COOKIE};
+use crate::portal::session::{self, Cookies};
 use crate::{AppState, Problem};
 
 /// The cookie that holds a browser sign-in in flight. `SameSite=Lax`, not
@@ -103,8 +103,10 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
             .into_response()
         }
     }
+    // Path=/sso keeps it from every other page, which rules out the
+    // `__Host-` prefix (that needs Path=/); it is `Secure` like the others.
     let mut cookie = format!("{SSO_COOKIE}={value}; Path=/sso; HttpOnly; SameSite=Lax; Max-Age=600");
-    if state.tls {
+    if Cookies::of(&state).secure() {
         cookie.push_str("; Secure");
     }
     let mut response = Redirect::to(&url).into_response();
@@ -183,7 +185,10 @@ pub async fn callback(
             return sign_in_failed(status, &problem.detail);
         }
     };
-    let clear = format!("{SSO_COOKIE}=; Path=/sso; HttpOnly; SameSite=Lax; Max-Age=0");
+    let mut clear = format!("{SSO_COOKIE}=; Path=/sso; HttpOnly; SameSite=Lax; Max-Age=0");
+    if Cookies::of(&state).secure() {
+        clear.push_str("; Secure");
+    }
     let mut response = match cli {
         Some((port, challenge)) => match state.core.sso_handoff(&identity, addr, &challenge).await {
             Ok(code) => Redirect::to(&format!("http://127.0.0.1:{port}/callback?code={code}")).into_response(),
@@ -199,7 +204,7 @@ pub async fn callback(
             Ok((token, expires_at)) => {
                 let max_age = u64::try_from((expires_at - Utc::now()).num_seconds()).unwrap_or(0);
                 let mut response = Redirect::to("/access").into_response();
-                let cookie = session::set_cookie(SESSION_COOKIE, &token, "/", Some(max_age), state.tls);
+                let cookie = Cookies::of(&state).set_session(Some(&token), max_age);
                 if let Ok(v) = cookie.parse() {
                     response.headers_mut().append(header::SET_COOKIE, v);
                 }

@@ -71,6 +71,13 @@ const SERVER_KEYS: &[&str] = &[
     "token_ttl",
     "reconcile_interval",
     "max_pending_per_requester",
+    "http_header_timeout",
+    "http_idle_timeout",
+    "max_api_connections",
+    "public_url",
+    "metrics_listen",
+    "metrics_token_env",
+    "metrics_token_file",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
@@ -88,6 +95,14 @@ const MAX_APPROVALS: i64 = 10;
 const MAX_PENDING_LIMIT: i64 = 1000;
 /// The longest reconcile interval: drift left longer than this is a hole.
 const MAX_RECONCILE: Duration = Duration::from_secs(3600);
+/// The longest a client may take over a request's headers: longer only
+/// helps clients that hold connections open on purpose.
+const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest an API connection may sit without traffic.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The API connection cap's bounds: fewer than 8 lets a handful of clients
+/// lock everyone out; more than a million is more than any fd limit.
+const API_CONNECTIONS: std::ops::RangeInclusive<i64> = 8..=1_000_000;
 
 const SUBJECT_EXAMPLE: &str = "[\"alice\", \"group:sre\"]";
 
@@ -117,7 +132,10 @@ pub(crate) fn decode(r: &mut Reader<'_>, root: &Table, base: &Path) -> Drafts {
         None => Vec::new(),
     };
     let oidc = match root.get("oidc") {
-        Some(f) => crate::oidc::oidc(r, &f, base).map(Some),
+        Some(f) => {
+            let public_url = server.as_ref().and_then(|s| s.public_url.as_deref());
+            crate::oidc::oidc(r, &f, base, public_url).map(Some)
+        }
         None => Some(None),
     };
     Drafts { server, server_listen, access, users, targets, policies, oidc }
@@ -190,6 +208,47 @@ fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerS
         }),
         None => Some(20),
     };
+    let http_header_timeout = bounded_duration(r, &t, "http_header_timeout", "10s", MAX_HEADER_TIMEOUT, "5m");
+    let http_idle_timeout = bounded_duration(r, &t, "http_idle_timeout", "60s", MAX_IDLE_TIMEOUT, "1h");
+    let max_api_connections = match t.get("max_api_connections") {
+        Some(f) => r.integer(&f).and_then(|n| {
+            if API_CONNECTIONS.contains(&n) {
+                u32::try_from(n).ok()
+            } else {
+                r.error(
+                    &f.loc,
+                    format!(
+                        "{n} API connections is not a usable cap: use {} to {} (the default is 1024)",
+                        API_CONNECTIONS.start(),
+                        API_CONNECTIONS.end()
+                    ),
+                );
+                None
+            }
+        }),
+        None => Some(1024),
+    };
+    let public_url = match t.get("public_url") {
+        Some(f) => r.parse(&f, values::public_url).map(|u| Some(u.value)),
+        None => Some(None),
+    };
+    let metrics_listen = match t.get("metrics_listen") {
+        Some(f) => r.parse(&f, values::listen_addr).and_then(|addr| {
+            if listen.as_ref().is_some_and(|l| l.value == addr.value && addr.value.port() != 0) {
+                r.error(
+                    &f.loc,
+                    format!(
+                        "metrics_listen {} is the API's own address (server.listen); choose another port, such as 127.0.0.1:9464",
+                        addr.value
+                    ),
+                );
+                return None;
+            }
+            Some(Some(addr.value))
+        }),
+        None => Some(None),
+    };
+    let metrics_token = metrics_token(r, &t, base);
     let settings = (|| {
         Some(ServerSettings {
             listen: listen.as_ref()?.value,
@@ -201,9 +260,66 @@ fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerS
             token_ttl: token_ttl?,
             reconcile_interval: reconcile_interval?,
             max_pending_per_requester: max_pending_per_requester?,
+            http_header_timeout: http_header_timeout?,
+            http_idle_timeout: http_idle_timeout?,
+            max_api_connections: max_api_connections?,
+            public_url: public_url?,
+            metrics_listen: metrics_listen?,
+            metrics_token: metrics_token?,
         })
     })();
     (settings, listen)
+}
+
+/// A duration under `key` of at most `max` (written `max_text` in the
+/// message), or `default` when the key is absent.
+fn bounded_duration(
+    r: &mut Reader<'_>,
+    t: &TableView<'_>,
+    key: &str,
+    default: &str,
+    max: Duration,
+    max_text: &str,
+) -> Option<Duration> {
+    let d = duration(r, t, key, default)?;
+    let value = Duration::from_secs(d.as_secs());
+    if value <= max {
+        return Some(value);
+    }
+    if let Some(f) = t.get(key) {
+        r.error(&f.loc, format!("{d} is too long for {key}: use 1s to {max_text} (the default is {default})"));
+    }
+    None
+}
+
+/// At most one of `metrics_token_env` and `metrics_token_file`. The outer
+/// `Option` is validity, the inner one presence.
+fn metrics_token(r: &mut Reader<'_>, t: &TableView<'_>, base: &Path) -> Option<Option<crate::SecretRef>> {
+    let given: Vec<(&str, Field<'_>)> =
+        ["metrics_token_env", "metrics_token_file"].into_iter().filter_map(|k| t.get(k).map(|f| (k, f))).collect();
+    match given.as_slice() {
+        [] => Some(None),
+        [(key, field)] => {
+            let text = r.string(field)?;
+            if text.trim().is_empty() {
+                let example = if *key == "metrics_token_env" { "\"AJAR_METRICS_TOKEN\"" } else { "\"metrics.token\"" };
+                r.error(&field.loc, format!("{key} is empty; write one such as {example}"));
+                return None;
+            }
+            Some(Some(if *key == "metrics_token_env" {
+                crate::SecretRef::Env(text.to_owned())
+            } else {
+                crate::SecretRef::File(base.join(text))
+            }))
+        }
+        [_, (_, second), ..] => {
+            r.error(
+                &second.loc,
+                "give the metrics token one way only: metrics_token_env or metrics_token_file".to_owned(),
+            );
+            None
+        }
+    }
 }
 
 /// TLS settings, or `None` after reporting why they are not valid.

@@ -13,6 +13,12 @@
 //! approval_timeout = "1h"
 //! token_ttl = "12h"
 //! reconcile_interval = "10s"             # 1s to 1h
+//! http_header_timeout = "10s"            # a request's headers must arrive within this
+//! http_idle_timeout = "60s"              # a connection without traffic is closed
+//! max_api_connections = 1024             # more are closed at once
+//! public_url = "https://ajar.example.com"  # what browsers see; decides cookie flags
+//! metrics_listen = "127.0.0.1:9464"      # /metrics on its own listener
+//! metrics_token_file = "metrics.token"   # or metrics_token_env: /metrics needs this bearer token
 //!
 //! [access]
 //! admins = ["group:sre"]
@@ -114,6 +120,25 @@ pub struct ServerSettings {
     /// How many pending requests one requester may have at once; 20 by
     /// default, 1 to 1000.
     pub max_pending_per_requester: u32,
+    /// How long a client may take to send a request's headers (the first
+    /// request of a connection, and each one after the last answer); 10s by
+    /// default, between 1s and 5m.
+    pub http_header_timeout: Duration,
+    /// How long an API connection may go without a byte in either
+    /// direction before it is closed; 60s by default, between 1s and 1h.
+    pub http_idle_timeout: Duration,
+    /// How many API connections may be open at once; beyond it new ones
+    /// are closed at once. 1024 by default, between 8 and 1,000,000.
+    pub max_api_connections: u32,
+    /// The URL browsers reach the portal at (`https://ajar.example.com`),
+    /// without a trailing slash; it decides whether portal cookies are
+    /// `Secure` and `__Host-` prefixed, and is the base of printed links.
+    pub public_url: Option<String>,
+    /// Serve `/metrics` on this separate listener (and not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token `/metrics` requires, from a file or an environment
+    /// variable.
+    pub metrics_token: Option<SecretRef>,
 }
 
 /// The certificate chain and private key for HTTPS, as PEM files.

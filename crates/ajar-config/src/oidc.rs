@@ -157,7 +157,14 @@ const TRUSTED_KEYS: &[&str] = &["issuer", "audience", "name_claim", "groups_clai
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
 /// Reads `[oidc]`; `None` after reporting what is wrong with it.
-pub(crate) fn oidc(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> Option<OidcSettings> {
+/// `public_url` is `[server] public_url`, the default base of
+/// `redirect_url`.
+pub(crate) fn oidc(
+    r: &mut Reader<'_>,
+    field: &Field<'_>,
+    base: &Path,
+    public_url: Option<&str>,
+) -> Option<OidcSettings> {
     let t = r.table(field, OIDC_KEYS)?;
     let issuer = r.required(&t, "issuer", "issuer = \"https://login.example.com\"").and_then(|f| url(r, &f));
     let client_id = r.required(&t, "client_id", "client_id = \"ajar\"").and_then(|f| non_empty(r, &f));
@@ -197,18 +204,18 @@ pub(crate) fn oidc(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> Option
         Some(f) => r.bool(&f),
         None => Some(true),
     };
-    let redirect_url = match t.get("redirect_url") {
-        Some(f) => url(r, &f),
-        // The one place a default would come from: once `[server]
-        // public_url` exists, `None` here becomes
-        // `format!("{public_url}/sso/callback")` when it is set, and this
-        // error stays for when it is not. Never the request's Host header.
-        None => {
+    let redirect_url = match (t.get("redirect_url"), public_url) {
+        (Some(f), _) => url(r, &f),
+        // The server's own public address, when the config gives it; never
+        // the request's Host header.
+        (None, Some(public)) => Some(format!("{public}/sso/callback")),
+        (None, None) => {
             r.error(
                 &t.loc.child("redirect_url", None),
                 "this required key is missing from oidc: ajar must know its own address to send the provider, \
                  and never takes it from a request; add it, such as \
-                 redirect_url = \"https://ajar.example.com/sso/callback\" (the redirect URI registered at the provider)",
+                 redirect_url = \"https://ajar.example.com/sso/callback\" (the redirect URI registered at the provider), \
+                 or set [server] public_url, whose /sso/callback is then the default",
             );
             None
         }

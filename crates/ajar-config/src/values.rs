@@ -65,6 +65,55 @@ pub(crate) fn public_host(text: &str) -> Result<String, String> {
         .map_err(|why| format!("{why}; write a host name such as gw.example.com or an IP address, without a port"))
 }
 
+/// The URL browsers reach the server at: `http` or `https`, a host (DNS
+/// name, IPv4 address or bracketed IPv6 address) and an optional port, with
+/// nothing after it but an optional `/`. Returned without the slash.
+pub(crate) fn public_url(text: &str) -> Result<String, String> {
+    let example =
+        "write the scheme and host only, such as \"https://ajar.example.com\" or \"https://ajar.example.com:8443\"";
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(format!("{text:?} is not a URL; {example}"));
+    };
+    if scheme != "https" && scheme != "http" {
+        return Err(format!("{text:?} must start with https:// (or http://); {example}"));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err(format!(
+            "{text:?} has a path, query or fragment, which ajar does not support: the portal is served at the root; {example}"
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!("{text:?} holds a user name or password; {example}"));
+    }
+    let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let Some((ip, after)) = inner.split_once(']') else {
+            return Err(format!("{text:?} opens a '[' that is never closed; {example}"));
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("{ip:?} in {text:?} is not an IPv6 address; {example}"));
+        }
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err(format!("{text:?} has {after:?} after the IPv6 address; {example}"));
+        }
+        (None, after.strip_prefix(':'))
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(authority), None),
+        }
+    };
+    if let Some(host) = host {
+        check_host(host).map_err(|why| format!("{why} in {text:?}; {example}"))?;
+    }
+    if let Some(port) = port {
+        if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+            return Err(format!("port {port:?} in {text:?} is not a number from 1 to 65535; {example}"));
+        }
+    }
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
 /// An IPv4 address or a DNS name (RFC 1123 labels).
 fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {

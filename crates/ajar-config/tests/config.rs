@@ -1282,3 +1282,73 @@ aws_instance = { ami = "ami-0abc1234" }
         ],
     );
 }
+
+#[test]
+fn http_limits_public_url_and_metrics_keys_have_defaults_and_bounds() {
+    let defaults = ok("[server]\n").server;
+    assert_eq!(defaults.http_header_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.http_idle_timeout, Duration::from_secs(60));
+    assert_eq!(defaults.max_api_connections, 1024);
+    assert_eq!((defaults.public_url, defaults.metrics_listen, defaults.metrics_token), (None, None, None));
+
+    let set = ok(r#"
+[server]
+http_header_timeout = "5s"
+http_idle_timeout = "2m"
+max_api_connections = 64
+public_url = "https://Ajar.Example.com:8443/"
+metrics_listen = "127.0.0.1:9464"
+metrics_token_file = "metrics.token"
+"#)
+    .server;
+    assert_eq!(set.http_header_timeout, Duration::from_secs(5));
+    assert_eq!(set.http_idle_timeout, Duration::from_secs(120));
+    assert_eq!(set.max_api_connections, 64);
+    assert_eq!(set.public_url.as_deref(), Some("https://ajar.example.com:8443"));
+    assert_eq!(set.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(set.metrics_token, Some(ajar_config::SecretRef::File(PathBuf::from("/etc/ajar/metrics.token"))));
+    let env = ok("[server]\nmetrics_token_env = \"AJAR_METRICS_TOKEN\"\npublic_url = \"http://[::1]:8080\"\n").server;
+    assert_eq!(env.metrics_token, Some(ajar_config::SecretRef::Env("AJAR_METRICS_TOKEN".into())));
+    assert_eq!(env.public_url.as_deref(), Some("http://[::1]:8080"));
+
+    check(
+        r#"
+[server]
+http_header_timeout = "10m"
+http_idle_timeout = "0s"
+max_api_connections = 2
+public_url = "https://ajar.example.com/portal"
+metrics_listen = "localhost:9464"
+metrics_token_env = "AJAR_METRICS_TOKEN"
+metrics_token_file = "metrics.token"
+"#,
+        &[
+            ("2", "server.http_header_timeout", "10m is too long for http_header_timeout: use 1s to 5m"),
+            ("3", "server.http_idle_timeout", "a duration must be longer than zero seconds"),
+            ("4", "server.max_api_connections", "2 API connections is not a usable cap: use 8 to 1000000"),
+            ("5", "server.public_url", "has a path, query or fragment"),
+            ("6", "server.metrics_listen", "is not an address to listen on"),
+            ("8", "server.metrics_token_file", "give the metrics token one way only"),
+        ],
+    );
+    check(
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+public_url = "ftp://ajar.example.com"
+metrics_listen = "127.0.0.1:8080"
+max_api_connections = "many"
+"#,
+        &[
+            ("3", "server.public_url", "must start with https://"),
+            ("4", "server.metrics_listen", "is the API's own address"),
+            ("5", "server.max_api_connections", "a whole number"),
+        ],
+    );
+    for bad in
+        ["https://", "https://user@ajar.example.com", "https://ajar.example.com:0", "ajar.example.com", "https://[::1"]
+    {
+        let errors = parse(Path::new("ajar.toml"), &format!("[server]\npublic_url = {bad:?}\n")).unwrap_err();
+        assert!(errors.to_string().contains("server.public_url"), "{bad}: {errors}");
+    }
+}

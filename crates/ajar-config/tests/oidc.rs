@@ -278,3 +278,11 @@ unmapped_groups = true
         ],
     );
 }
+
+#[test]
+fn redirect_url_defaults_to_the_public_urls_callback() {
+    let text = "[server]\npublic_url = \"https://ajar.example.com\"\n\n[oidc]\nissuer = \"https://login.example.com\"\nclient_id = \"ajar\"\nclient_secret_env = \"AJAR_OIDC_SECRET\"\n";
+    let config = ajar_config::parse(std::path::Path::new("ajar.toml"), text).expect("parses");
+    let oidc = config.oidc.as_ref().expect("oidc settings");
+    assert_eq!(oidc.redirect_url, "https://ajar.example.com/sso/callback");
+}

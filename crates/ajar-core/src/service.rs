@@ -1,6 +1,7 @@
 //! The use cases, one method each: load, decide (pure), commit with audit,
 //! then enforce.
 
+mod audit_check;
 mod sso;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,7 +59,7 @@ pub struct RequestView {
     pub connect: Option<Opened>,
 }
 
-/// The outcome of a full audit verification.
+/// The outcome of an audit verification.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditReport {
     pub ok: bool,
@@ -66,6 +67,11 @@ pub struct AuditReport {
     pub head_hash: String,
     /// The first problem found, with the sequence number of the event.
     pub problem: Option<AuditProblem>,
+    /// How many events this verification hashed and compared: all of them
+    /// for a whole-log check, the new ones for [`Core::verify_audit_recent`].
+    pub checked: i64,
+    /// When the whole log was last walked (by this check or an earlier one).
+    pub whole_log_checked_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,6 +102,9 @@ pub struct Core {
     changes: broadcast::Sender<i64>,
     /// Hashes of JWT bearer tokens whose first use was audited.
     seen_bearers: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// How far the audit log is known to verify, so that a view can check
+    /// only the events written since.
+    audit_checked: audit_check::Checked,
 }
 
 /// How many requests a listing returns at most.
@@ -138,6 +147,7 @@ impl Core {
             deadlines: OnceLock::new(),
             changes: broadcast::channel(256).0,
             seen_bearers: std::sync::Mutex::default(),
+            audit_checked: audit_check::Checked::default(),
         })
     }
 
@@ -198,7 +208,7 @@ impl Core {
 
     async fn after_audit(&self, written: &[AuditEvent]) {
         for event in written {
-            self.metrics.record(event.action);
+            self.metrics.record_event(event);
         }
         if let Some(last) = written.last() {
             // No receivers is fine: nobody is watching.
@@ -1113,66 +1123,9 @@ impl Core {
         };
         Ok(self.store.audit_search(&scope, filter, before, limit.clamp(1, 1000)).await?)
     }
-
-    /// Verifies the whole chain in the store, then that the audit file
-    /// agrees with it event by event.
-    pub async fn verify_audit(&self) -> Result<AuditReport, CoreError> {
-        let mut head: Option<(i64, String)> = None;
-        let mut hashes = Vec::new();
-        loop {
-            let after = head.as_ref().map_or(0, |(s, _)| *s);
-            let page = match self.store.audit_page(&AuditScope::All, after, 1000).await {
-                Ok(page) => page,
-                Err(StoreError::Corrupt(what)) => {
-                    return Ok(broken(head, after + 1, format!("an event cannot be read: {what}")));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if page.is_empty() {
-                break;
-            }
-            match ajar_domain::audit::verify(&page, head.clone()) {
-                Ok(new_head) => head = Some(new_head),
-                Err(brk) => return Ok(broken(head, brk.seq(), brk.to_string())),
-            }
-            hashes.extend(page.into_iter().map(|e| (e.seq, e.hash)));
-        }
-        if let Some(file) = &self.audit_file {
-            let lines = file.read_all().map_err(|e| CoreError::Internal(e.to_string()))?;
-            for (i, line) in lines.iter().enumerate() {
-                let expected = hashes.get(i);
-                let problem = match (line, expected) {
-                    (Err(e), _) => {
-                        Some(format!("line {} of {} is not an audit event: {e}", i + 1, file.path().display()))
-                    }
-                    (Ok(event), Some((seq, hash))) if event.seq != *seq || &event.hash != hash => Some(format!(
-                        "the database's event {seq} differs from the one in {}: one of the two was altered",
-                        file.path().display()
-                    )),
-                    (Ok(event), None) => Some(format!(
-                        "{} holds event {} that the database does not: events were deleted from the database",
-                        file.path().display(),
-                        event.seq
-                    )),
-                    _ => None,
-                };
-                if let Some(message) = problem {
-                    let seq = expected.map_or(i as i64 + 1, |(s, _)| *s);
-                    return Ok(broken(head, seq, message));
-                }
-            }
-        }
-        let (events, head_hash) = head.unwrap_or((0, ajar_domain::audit::GENESIS.to_owned()));
-        Ok(AuditReport { ok: true, events, head_hash, problem: None })
-    }
 }
 
 /// What a driver needs to know about the active grant `request`.
 fn grant_spec(request: &Request, target: Target, ends_at: Timestamp) -> GrantSpec {
     GrantSpec { id: request.id.clone(), target, requester: request.requester.clone(), source: request.source, ends_at }
-}
-
-fn broken(head: Option<(i64, String)>, seq: i64, message: String) -> AuditReport {
-    let (events, head_hash) = head.unwrap_or((0, ajar_domain::audit::GENESIS.to_owned()));
-    AuditReport { ok: false, events, head_hash, problem: Some(AuditProblem { seq, message }) }
 }

@@ -4,6 +4,7 @@
 mod commands;
 mod credentials;
 mod database;
+mod http_guard;
 mod output;
 mod serve;
 mod sso_login;

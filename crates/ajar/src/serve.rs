@@ -33,6 +33,106 @@ fn api_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(65_535)?.into_std()
 }
 
+/// Sets hyper's header read timeout. It runs from the moment a connection
+/// is accepted, and again from each answer until the next request's headers
+/// are in, so it also closes keep-alive connections that send nothing more.
+/// (hyper applies it only with a timer.)
+fn http_timeouts(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    server: &ajar_config::ServerSettings,
+) {
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(server.http_header_timeout);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+}
+
+/// Serves `/metrics` alone on `at` (`[server] metrics_listen`), plain HTTP,
+/// with the same timeouts and a small connection cap of its own.
+async fn metrics_listener(
+    at: SocketAddr,
+    state: AppState,
+    server: &ajar_config::ServerSettings,
+) -> anyhow::Result<(axum_server::Handle, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = api_listener(at).with_context(|| {
+        format!("cannot listen on {at} (server.metrics_listen); choose a free address such as 127.0.0.1:9464")
+    })?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let stats = Arc::new(ajar_api::ConnectionStats::default());
+    let acceptor = crate::http_guard::ApiAcceptor::new(METRICS_CONNECTIONS, server.http_idle_timeout, stats);
+    let handle = axum_server::Handle::new();
+    let mut metrics = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
+    http_timeouts(metrics.http_builder(), server);
+    let app = ajar_api::metrics_router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move { metrics.serve(app).await });
+    info!(addr = %bound, "/metrics is served on its own listener");
+    println!("ajar metrics on http://{bound}/metrics");
+    Ok((handle, task))
+}
+
+/// The metrics token, read now so that a missing one stops the start.
+fn read_metrics_token(secret: &ajar_config::SecretRef) -> anyhow::Result<String> {
+    let token = match secret {
+        ajar_config::SecretRef::File(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim_end_matches(['\n', '\r']).to_owned())
+            .with_context(|| format!("cannot read the metrics token from {} (server.metrics_token_file)", path.display()))?,
+        ajar_config::SecretRef::Env(var) => std::env::var(var).map_err(|_| {
+            anyhow::anyhow!("the environment variable {var} (server.metrics_token_env) is not set; set it to the token scrapers send")
+        })?,
+        ajar_config::SecretRef::Value(value) => value.expose().to_owned(),
+    };
+    if token.trim().len() < 16 {
+        anyhow::bail!(
+            "the metrics token (server.metrics_token_env or server.metrics_token_file) is empty or shorter than 16 characters; use a long random value, such as the output of `openssl rand -hex 32`"
+        );
+    }
+    Ok(token)
+}
+
+/// Scrapers are few.
+const METRICS_CONNECTIONS: u32 = 64;
+
+/// Keeps the live-request gauge right when other replicas change requests:
+/// their changes arrive as "something changed" signals (sequence number 0)
+/// without events, so the gauge is read again from the store after each
+/// burst of them (at most once a second) and at every reconcile interval,
+/// which also covers a lost notification. This server's own changes
+/// update the gauge as they commit.
+async fn follow_live_requests(core: Arc<Core>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let mut changes = core.subscribe();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let remote = tokio::select! {
+            _ = tick.tick() => false,
+            change = changes.recv() => match change {
+                Ok(0) | Err(RecvError::Lagged(_)) => true,
+                Ok(_) => continue,
+                Err(RecvError::Closed) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        if remote {
+            // Gather the rest of the burst into one reading.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            loop {
+                match changes.try_recv() {
+                    Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => return,
+                }
+            }
+        }
+        if let Err(e) = core.metrics().resync(core.store()).await {
+            warn!(error = %e, "cannot count the live requests for /metrics; the next round retries");
+        }
+    }
+}
+
 /// Runs the server for `config_path` until SIGTERM or SIGINT. `on_ready`
 /// gets the API's URL once it accepts connections.
 pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Result<std::process::ExitCode> {
@@ -88,6 +188,12 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let reconciler = ajar_core::reconcile::spawn(core.clone(), config.server.reconcile_interval, shutdown_rx.clone());
     let recorder = tokio::spawn(record_connections(core.clone(), events_rx));
 
+    // The gauge of live requests starts from the store and then follows
+    // every change (see `ajar_core::metrics`).
+    core.metrics().resync(core.store()).await.context("cannot count the live requests")?;
+    let live_gauge =
+        tokio::spawn(follow_live_requests(core.clone(), config.server.reconcile_interval, shutdown_rx.clone()));
+
     let listener = api_listener(config.server.listen).with_context(|| {
         format!(
             "cannot listen on {} (server.listen); is another ajar running? choose another address",
@@ -96,11 +202,45 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let server_settings = &config.server;
+    let max_connections = crate::http_guard::api_connection_budget(server_settings.max_api_connections);
+    let connections = Arc::new(ajar_api::ConnectionStats::default());
+    let metrics_token = server_settings.metrics_token.as_ref().map(read_metrics_token).transpose()?;
+    let token = metrics_token.as_deref().map(ajar_api::MetricsToken::new);
+    let main_metrics = match (&server_settings.metrics_listen, &token) {
+        (Some(at), _) => ajar_api::MetricsAccess::Elsewhere(*at),
+        (None, Some(token)) => ajar_api::MetricsAccess::Token(token.clone()),
+        (None, None) if addr.ip().is_loopback() => ajar_api::MetricsAccess::Local,
+        (None, None) => {
+            warn!(%addr, "/metrics is off: the API listens beyond loopback and no metrics token is set; set [server] metrics_token_env or metrics_token_file, or metrics_listen = \"127.0.0.1:9464\"");
+            ajar_api::MetricsAccess::Closed
+        }
+    };
     let state = AppState {
         core: core.clone(),
-        trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
-        tls: config.server.tls.is_some(),
+        trusted_proxies: Arc::new(server_settings.trusted_proxies.clone()),
+        tls: server_settings.tls.is_some(),
         sso: sso(&config)?,
+        public_url: server_settings.public_url.clone(),
+        metrics: main_metrics,
+        idle_timeout: server_settings.http_idle_timeout,
+        connections: connections.clone(),
+    };
+    let metrics_server = match server_settings.metrics_listen {
+        Some(at) => {
+            let access = match &token {
+                Some(token) => ajar_api::MetricsAccess::Token(token.clone()),
+                None => {
+                    if !at.ip().is_loopback() {
+                        warn!(%at, "/metrics on server.metrics_listen answers anyone who can reach it; keep that address private or set server.metrics_token_env or metrics_token_file");
+                    }
+                    ajar_api::MetricsAccess::Open
+                }
+            };
+            let metrics_state = AppState { metrics: access, ..state.clone() };
+            Some(metrics_listener(at, metrics_state, server_settings).await?)
+        }
+        None => None,
     };
     let app = ajar_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
@@ -109,6 +249,12 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     if config.server.tls.is_none() && !addr.ip().is_loopback() {
         warn!(%addr, "the API listens on a non-loopback address without TLS: passwords and tokens cross the network in clear text; set [server] tls = {{ cert = \"...\", key = \"...\" }}");
     }
+    if let Some(url) = &server_settings.public_url {
+        if url.starts_with("http://") && !addr.ip().is_loopback() {
+            warn!(%url, "server.public_url is plain http: portal cookies are not Secure and sessions cross the network in clear text; put TLS in front and write https://");
+        }
+    }
+    let acceptor = crate::http_guard::ApiAcceptor::new(max_connections, server_settings.http_idle_timeout, connections);
     let server = match &config.server.tls {
         Some(tls) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -116,18 +262,30 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await.with_context(|| {
                     format!("cannot load the TLS certificate {} and key {}", tls.cert.display(), tls.key.display())
                 })?;
-            let server = axum_server::from_tcp_rustls(listener, rustls).handle(handle.clone());
+            // The TLS handshake runs inside the connection cap and idle
+            // timeout, and gets as long as the request's headers would.
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                .handshake_timeout(server_settings.http_header_timeout)
+                .acceptor(acceptor);
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
+            http_timeouts(server.http_builder(), server_settings);
             tokio::spawn(async move { server.serve(app).await })
         }
         None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
+            http_timeouts(server.http_builder(), server_settings);
             tokio::spawn(async move { server.serve(app).await })
         }
     };
     let url = format!("{scheme}://{addr}");
-    info!(%url, "ajar is ready");
+    info!(%url, public_url = ?server_settings.public_url, max_api_connections = max_connections, "ajar is ready");
+    // The portal line first: whoever waits for "listening" has both.
+    if let Some(public) = &server_settings.public_url {
+        println!("ajar portal at {public}");
+    }
     println!("ajar listening on {url}");
-    on_ready(&url);
+    // Links for people start from what their browser reaches.
+    on_ready(server_settings.public_url.as_deref().unwrap_or(&url));
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -143,6 +301,11 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = shutdown_tx.send(true);
     let _ = server.await;
+    if let Some((metrics_handle, metrics_task)) = metrics_server {
+        metrics_handle.shutdown();
+        let _ = metrics_task.await;
+    }
+    let _ = live_gauge.await;
     let _ = scheduler.await;
     let _ = reconciler.await;
     recorder.abort();
@@ -236,11 +399,15 @@ async fn reload(core: &Arc<Core>, path: &Path, running: &Config) {
             }
         }
         Ok(new) => {
-            if new.server.listen != running.server.listen
-                || new.server.data_dir != running.server.data_dir
-                || new.server.tls != running.server.tls
-            {
+            let (a, b) = (&new.server, &running.server);
+            if a.listen != b.listen || a.data_dir != b.data_dir || a.tls != b.tls {
                 warn!("server.listen, server.data_dir and server.tls change only at restart; the rest of the new config applies now");
+            }
+            if (a.http_header_timeout, a.http_idle_timeout, a.max_api_connections, &a.public_url)
+                != (b.http_header_timeout, b.http_idle_timeout, b.max_api_connections, &b.public_url)
+                || (a.metrics_listen, &a.metrics_token) != (b.metrics_listen, &b.metrics_token)
+            {
+                warn!("server.http_header_timeout, http_idle_timeout, max_api_connections, public_url, metrics_listen and the metrics token change only at restart");
             }
             let new_settings = settings(&new);
             match core.reload(new.catalog, new_settings).await {

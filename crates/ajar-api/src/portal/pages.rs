@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use ajar_core::{CoreError, RequestView};
 use ajar_domain::policy::Ask;
-use ajar_domain::{Action, GrantDuration, RequestState, SourceNet};
+use ajar_domain::{Action, AuditEvent, GrantDuration, RequestState, SourceNet};
 use ajar_store::{AuditFilter, RequestFilter};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -16,7 +16,7 @@ use chrono::{NaiveDateTime, TimeZone, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::session::{self, cookie, set_cookie, Session, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use super::session::{self, cookie, Cookies, Session};
 use super::view::{self, Nav};
 use crate::caller::ClientAddr;
 use crate::{AppState, Problem};
@@ -65,8 +65,8 @@ fn done_notice(done: Option<&String>) -> Markup {
 
 // ---- sign in / out --------------------------------------------------------
 
-pub async fn home(headers: HeaderMap) -> Redirect {
-    if cookie(&headers, SESSION_COOKIE).is_some() {
+pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Redirect {
+    if cookie(&headers, Cookies::of(&state).session()).is_some() {
         Redirect::to("/access")
     } else {
         Redirect::to("/login")
@@ -111,7 +111,7 @@ fn login_page(state: &AppState, status: StatusCode, username: &str, error: Optio
         }
     };
     let mut response = render(status, view::page("Sign in", Nav::None, None, content));
-    let cookie = set_cookie(LOGIN_CSRF_COOKIE, &csrf, "/login", Some(3600), state.tls);
+    let cookie = Cookies::of(state).set_login_csrf(&csrf, 3600);
     if let Ok(value) = cookie.parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -136,7 +136,8 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    let cookies = Cookies::of(&state);
+    let expected = cookie(&headers, cookies.login_csrf()).unwrap_or_default();
     if expected.is_empty() || !session::same(&expected, &form.csrf) {
         return login_page(
             &state,
@@ -150,10 +151,7 @@ pub async fn login(
             let max_age = u64::try_from((expires_at - Utc::now()).num_seconds()).unwrap_or(0);
             let mut response = Redirect::to("/access").into_response();
             let headers = response.headers_mut();
-            for cookie in [
-                set_cookie(SESSION_COOKIE, &token, "/", Some(max_age), state.tls),
-                set_cookie(LOGIN_CSRF_COOKIE, "", "/login", Some(0), state.tls),
-            ] {
+            for cookie in [cookies.set_session(Some(&token), max_age), cookies.set_login_csrf("", 0)] {
                 if let Ok(value) = cookie.parse() {
                     headers.append(header::SET_COOKIE, value);
                 }
@@ -182,7 +180,7 @@ pub async fn logout(State(state): State<AppState>, session: Session, Form(form):
         return core_failure(&session, e, "/access");
     }
     let mut response = Redirect::to("/login").into_response();
-    if let Ok(value) = set_cookie(SESSION_COOKIE, "", "/", Some(0), state.tls).parse() {
+    if let Ok(value) = Cookies::of(&state).set_session(None, 0).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -656,6 +654,13 @@ pub struct AuditQuery {
     #[serde(default)]
     until: String,
     before: Option<i64>,
+    /// `all`: verify the whole log now rather than the new events only.
+    #[serde(default)]
+    verify: String,
+    /// Export: only events after this sequence number.
+    after: Option<i64>,
+    /// Export: at most this many events.
+    limit: Option<u64>,
 }
 
 /// `datetime-local` values (`2026-11-22T14:03`), read as UTC.
@@ -697,7 +702,13 @@ pub async fn audit(State(state): State<AppState>, session: Session, Query(query)
         Ok(e) => e,
         Err(e) => return core_failure(&session, e, "/audit"),
     };
-    let verification = if session.auditor { state.core.verify_audit().await.ok() } else { None };
+    // The banner checks only the events written since the last check (see
+    // `Core::verify_audit_recent`); "Verify the whole log" walks all of it.
+    let verification = match (session.auditor, query.verify.as_str()) {
+        (false, _) => None,
+        (true, "all") => state.core.verify_audit().await.ok(),
+        (true, _) => state.core.verify_audit_recent().await.ok(),
+    };
     let export_query = format!(
         "actor={}&target={}&action={}&since={}&until={}",
         encode(&query.actor),
@@ -714,6 +725,10 @@ pub async fn audit(State(state): State<AppState>, session: Session, Query(query)
                 (view::notice("ok", &format!("Hash chain verified: {} events, intact. Head {}…", v.events, &v.head_hash[..16.min(v.head_hash.len())])))
             } @else if let Some(p) = &v.problem {
                 (view::notice("error", &format!("The audit log is BROKEN at event {}: {}", p.seq, p.message)))
+            }
+            p class="muted" {
+                @if let Some(at) = v.whole_log_checked_at { "Whole log last verified " (view::when(at)) "; new events are verified on every view. " }
+                a href="/audit?verify=all" { "Verify the whole log now" }
             }
         }
         @if !session.auditor { p class="muted" { "You see the events you caused and those about your own requests." } }
@@ -772,7 +787,19 @@ pub async fn audit(State(state): State<AppState>, session: Session, Query(query)
     render(StatusCode::OK, view::page("Audit", Nav::Audit, Some(&session), content))
 }
 
-/// Every matching event as JSON lines, oldest first.
+/// Whether `event` passes `filter`: the same tests the store's search makes.
+fn matches(filter: &AuditFilter, event: &AuditEvent) -> bool {
+    filter.actor.as_ref().is_none_or(|a| &event.actor == a)
+        && filter.target.as_ref().is_none_or(|t| event.target.as_ref() == Some(t))
+        && filter.action.is_none_or(|a| event.action == a)
+        && filter.since.is_none_or(|s| event.at >= s)
+        && filter.until.is_none_or(|u| event.at < u)
+}
+
+/// Every matching event as JSON lines, oldest first, streamed page by page
+/// from the store so that a long log never sits in memory whole. `after`
+/// (a sequence number) and `limit` page through it: the next page starts
+/// after the last line's `seq`.
 pub async fn audit_export(
     State(state): State<AppState>,
     session: Session,
@@ -782,32 +809,72 @@ pub async fn audit_export(
         Ok(f) => f,
         Err(e) => return failure(&session, StatusCode::BAD_REQUEST, &e, "/audit"),
     };
-    let mut events = Vec::new();
-    let mut before = i64::MAX;
-    loop {
-        let page = match state.core.audit_search(&session.principal, &filter, before, 1000).await {
-            Ok(p) => p,
-            Err(e) => return core_failure(&session, e, "/audit"),
-        };
-        let Some(last) = page.last() else { break };
-        before = last.seq;
-        events.extend(page);
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return failure(&session, StatusCode::BAD_REQUEST, "after must be a sequence number, 0 or more", "/audit");
     }
-    events.reverse();
-    let mut body = String::new();
-    for e in &events {
-        body.push_str(&serde_json::to_string(e).unwrap_or_default());
-        body.push('\n');
+    let limit = query.limit.unwrap_or(u64::MAX);
+    // Fail before the first byte when the store cannot be read at all.
+    let first = match state.core.audit_page(&session.principal, after, EXPORT_PAGE).await {
+        Ok(page) => page,
+        Err(e) => return core_failure(&session, e, "/audit"),
+    };
+    struct Export {
+        state: AppState,
+        who: ajar_domain::Principal,
+        filter: AuditFilter,
+        page: Option<Vec<AuditEvent>>,
+        after: i64,
+        left: u64,
     }
+    let start = Export { state, who: session.principal.clone(), filter, page: Some(first), after, left: limit };
+    let stream = futures::stream::unfold(start, |mut x| async move {
+        loop {
+            if x.left == 0 {
+                return None;
+            }
+            let page = match x.page.take() {
+                Some(page) => page,
+                None => match x.state.core.audit_page(&x.who, x.after, EXPORT_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        // The answer has started: all that is left is to
+                        // break it off, so the download shows as incomplete.
+                        tracing::error!(error = %e, after = x.after, "the audit export stopped: the store cannot be read");
+                        x.left = 0;
+                        return Some((Err(std::io::Error::other(e.to_string())), x));
+                    }
+                },
+            };
+            let last = page.last()?.seq;
+            x.after = last;
+            let mut chunk = String::new();
+            for event in page.iter().filter(|e| matches(&x.filter, e)) {
+                if x.left == 0 {
+                    break;
+                }
+                x.left -= 1;
+                // An AuditEvent always serializes.
+                chunk.push_str(&serde_json::to_string(event).unwrap_or_default());
+                chunk.push('\n');
+            }
+            if !chunk.is_empty() {
+                return Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk)), x));
+            }
+        }
+    });
     (
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
             (header::CONTENT_DISPOSITION, "attachment; filename=\"ajar-audit.jsonl\""),
         ],
-        body,
+        axum::body::Body::from_stream(stream),
     )
         .into_response()
 }
+
+/// Events an export reads from the store at a time.
+const EXPORT_PAGE: u32 = 1000;
 
 fn encode(text: &str) -> String {
     text.bytes()
@@ -841,7 +908,11 @@ pub async fn events(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // Keep-alives come often enough that the idle timeout never closes a
+    // live page's stream.
+    let every =
+        (state.idle_timeout / 3).clamp(std::time::Duration::from_millis(250), std::time::Duration::from_secs(15));
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(every))
 }
 
 pub async fn stylesheet() -> impl IntoResponse {

@@ -11,8 +11,73 @@ use sha2::{Digest, Sha256};
 
 use crate::AppState;
 
-pub const SESSION_COOKIE: &str = "ajar_session";
-pub const LOGIN_CSRF_COOKIE: &str = "ajar_login_csrf";
+/// How this server's portal cookies are named and flagged.
+///
+/// With `[server] public_url = "https://..."` the session and sign-in CSRF
+/// cookies are `__Host-` cookies: the browser keeps them only when they are
+/// `Secure`, on `Path=/` and without `Domain`, so no other host (a sibling
+/// subdomain, a plain-HTTP page on the same name) can set or overwrite
+/// them. Behind a proxy that terminates TLS this is what makes them
+/// `Secure` at all. Without `public_url` they keep their plain names and are
+/// `Secure` exactly when the server speaks TLS itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookies {
+    secure: bool,
+    host_prefix: bool,
+}
+
+impl Cookies {
+    pub fn of(state: &AppState) -> Self {
+        match &state.public_url {
+            Some(url) => {
+                let https = url.starts_with("https://");
+                Self { secure: https, host_prefix: https }
+            }
+            None => Self { secure: state.tls, host_prefix: false },
+        }
+    }
+
+    /// Whether cookies carry `Secure`.
+    pub fn secure(self) -> bool {
+        self.secure
+    }
+
+    pub fn session(self) -> &'static str {
+        if self.host_prefix {
+            "__Host-ajar_session"
+        } else {
+            "ajar_session"
+        }
+    }
+
+    pub fn login_csrf(self) -> &'static str {
+        if self.host_prefix {
+            "__Host-ajar_login_csrf"
+        } else {
+            "ajar_login_csrf"
+        }
+    }
+
+    /// `__Host-` cookies must be on `/`; the plain one is sent to the
+    /// sign-in form only.
+    pub fn login_csrf_path(self) -> &'static str {
+        if self.host_prefix {
+            "/"
+        } else {
+            "/login"
+        }
+    }
+
+    /// `Set-Cookie` for the session cookie (`None` clears it).
+    pub fn set_session(self, token: Option<&str>, max_age: u64) -> String {
+        set_cookie(self.session(), token.unwrap_or(""), "/", Some(max_age), self.secure)
+    }
+
+    /// `Set-Cookie` for the sign-in form's double-submit cookie.
+    pub fn set_login_csrf(self, value: &str, max_age: u64) -> String {
+        set_cookie(self.login_csrf(), value, self.login_csrf_path(), Some(max_age), self.secure)
+    }
+}
 
 /// A signed-in person, with the token their session cookie holds.
 pub struct Session {
@@ -86,7 +151,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(SignIn)?;
+        let token = cookie(&parts.headers, Cookies::of(&state).session()).ok_or(SignIn)?;
         let principal = state.core.authenticate(&token).await.map_err(|_| SignIn)?;
         let addr = <crate::caller::ClientAddr as FromRequestParts<AppState>>::from_request_parts(parts, &state)
             .await
