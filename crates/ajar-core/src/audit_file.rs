@@ -112,7 +112,7 @@ impl AuditFile {
     }
 
     /// The file's length now, in bytes.
-    pub fn len(&self) -> Result<u64, AuditFileError> {
+    pub fn size(&self) -> Result<u64, AuditFileError> {
         std::fs::metadata(&self.path)
             .map(|m| m.len())
             .map_err(|source| AuditFileError::Io { path: self.path.clone(), source })

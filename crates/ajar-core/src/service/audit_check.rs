@@ -77,7 +77,7 @@ impl Core {
                 // A file cut shorter than what was verified cannot be read
                 // from the remembered offset: check everything.
                 let shorter = match &self.audit_file {
-                    Some(file) => file.len().map_err(|e| CoreError::Internal(e.to_string()))? < c.point.file_offset,
+                    Some(file) => file.size().map_err(|e| CoreError::Internal(e.to_string()))? < c.point.file_offset,
                     None => false,
                 };
                 (!shorter).then(|| c.point.clone())
