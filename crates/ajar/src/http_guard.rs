@@ -213,6 +213,22 @@ impl<S> Guarded<S> {
     /// Called when the inner stream is not ready: whether the connection
     /// has now been idle too long. Activity only stamps a time; the timer
     /// is moved when it fires, so busy connections cost no timer updates.
+    /// Notes a write's progress; a peer that stops reading our answer is
+    /// idle too.
+    fn after_write(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Err(self.idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         if self.timed_out {
             return true;
@@ -272,18 +288,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         if this.timed_out {
             return Poll::Ready(Err(this.idle_error()));
         }
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // A peer that stops reading our answer is idle too.
-            Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(this.idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
+        let written = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.after_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -295,17 +301,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         if this.timed_out {
             return Poll::Ready(Err(this.idle_error()));
         }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(this.idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

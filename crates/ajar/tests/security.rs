@@ -27,6 +27,17 @@ fn peak_rss_mib(server: &TestServer) -> u64 {
     kib / 1024
 }
 
+/// A target `db` that dev may have once one of sre approves.
+fn reviewed_db(echo: &Echo) -> Config {
+    Config::new().target("db", echo.addr).policy(Policy::approved_by(
+        "reviewed",
+        &["group:dev"],
+        &["db"],
+        1,
+        &["group:sre"],
+    ))
+}
+
 fn count(events: &[Value], pred: impl Fn(&Value) -> bool) -> usize {
     events.iter().filter(|e| pred(e)).count()
 }
@@ -111,13 +122,7 @@ async fn strangers_cannot_lock_a_user_out_of_an_address_they_signed_in_from() {
 #[tokio::test]
 async fn reasons_and_comments_are_capped_and_a_long_one_cannot_break_the_next_start() {
     let echo = Echo::start().await;
-    let config = Config::new().target("db", echo.addr).policy(Policy::approved_by(
-        "reviewed",
-        &["group:dev"],
-        &["db"],
-        1,
-        &["group:sre"],
-    ));
+    let config = reviewed_db(&echo);
     let mut server = TestServer::start(config).await;
     let alice = server.login_from("alice", GRANTED).await;
     let bob = server.login("bob").await;
@@ -152,13 +157,7 @@ async fn reasons_and_comments_are_capped_and_a_long_one_cannot_break_the_next_st
 #[tokio::test]
 async fn control_characters_are_refused_in_what_people_type_and_escaped_where_they_are_shown() {
     let echo = Echo::start().await;
-    let config = Config::new().target("db", echo.addr).policy(Policy::approved_by(
-        "reviewed",
-        &["group:dev"],
-        &["db"],
-        1,
-        &["group:sre"],
-    ));
+    let config = reviewed_db(&echo);
     let server = TestServer::start(config).await;
     let alice = server.login_from("alice", GRANTED).await;
     let bob = server.login("bob").await;
