@@ -210,9 +210,6 @@ impl<S> Guarded<S> {
         }
     }
 
-    /// Called when the inner stream is not ready: whether the connection
-    /// has now been idle too long. Activity only stamps a time; the timer
-    /// is moved when it fires, so busy connections cost no timer updates.
     /// Notes a write's progress; a peer that stops reading our answer is
     /// idle too.
     fn after_write(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
@@ -229,6 +226,9 @@ impl<S> Guarded<S> {
         }
     }
 
+    /// Called when the inner stream is not ready: whether the connection
+    /// has now been idle too long. Activity only stamps a time; the timer
+    /// is moved when it fires, so busy connections cost no timer updates.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         if self.timed_out {
             return true;
