@@ -8,13 +8,12 @@
 
 pub mod audit_file;
 pub mod auth;
-pub mod clock;
 mod error;
 pub mod metrics;
 pub mod reconcile;
 pub mod scheduler;
 mod service;
 
-pub use clock::{Clock, SystemClock};
+pub use ajar_enforce::clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
 pub use service::{Core, CoreSettings, RequestView, TargetView};

@@ -30,6 +30,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// Which driver enforces this target.
+    pub fn kind(&self) -> DriverKind {
+        self.driver
+    }
+
     /// Where a grant on this target reaches, in words: the address, and for
     /// the AWS drivers what else decides which machine that is (the security
     /// group, protocol and ports a rule opens; the subnet an app server runs

@@ -2,6 +2,8 @@
 //! path implements, and the pure [`plan`] that tells a reconciler how to
 //! bring what a driver has actually opened back to what should be open.
 
+pub mod clock;
+
 use std::collections::BTreeMap;
 
 use ajar_domain::{Name, RequestId, SourceNet, Target, Timestamp};
