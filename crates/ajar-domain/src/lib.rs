@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod connection;
 pub mod duration;
 pub mod identity;
 pub mod name;
@@ -15,7 +16,7 @@ pub mod request;
 pub mod source;
 pub mod text;
 
-pub use audit::{Action, AuditEvent, ChainBreak, NewAuditEvent};
+pub use audit::{Action, AuditData, AuditEvent, ChainBreak, NewAuditEvent};
 pub use catalog::{Access, Catalog, DriverKind, Policy, Subject, Target, TargetSelector, User};
 pub use catalog::{AwsApi, AwsInstanceSettings, AwsSettings, AwsSgSettings, IpProtocol};
 pub use duration::GrantDuration;

@@ -6,14 +6,16 @@
 //! ```
 //!
 //! Every transition is a method that takes the current time and returns a
-//! [`Change`] (the next request, the audit actions it implies and the effect
-//! on the network) or a [`Rejected`] that says why not. Nothing here is
-//! persisted or enforced; `ajar-core` does that with what these return.
+//! [`Change`] (the next request, the audit events it implies and the effect
+//! on the network) or a [`Rejected`] that says why not. That includes what
+//! the drivers report afterwards ([`Request::opened`], [`Request::closed`],
+//! and their failures). Nothing here is persisted or enforced; `ajar-core`
+//! does that with what these return.
 
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::audit::Action;
+use crate::audit::{Action, AuditData, NewAuditEvent};
 use crate::policy::{check_approver, Ask, Principal, Rejected, Verdict};
 use crate::{GrantDuration, Name, SourceNet, Timestamp};
 
@@ -42,6 +44,15 @@ impl RequestId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        RequestId::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not a request id (r and 12 letters or digits)"))
+        })
     }
 }
 
@@ -157,6 +168,10 @@ impl Enforcement {
     pub fn status(status: EnforcementStatus) -> Self {
         Self { status, error: None }
     }
+
+    pub fn failed(error: &str) -> Self {
+        Self { status: EnforcementStatus::Failed, error: Some(error.to_owned()) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -222,15 +237,26 @@ pub enum Effect {
     Close,
 }
 
-/// The outcome of a transition: the next request, the audit actions it
-/// implies (in order), who caused it and what they said, and its effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The outcome of a transition: the next request, the audit events it
+/// implies (in order, each naming who caused it and what they said), and
+/// its effect on the network.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub next: Request,
-    pub actions: Vec<Action>,
-    pub actor: Actor,
-    pub comment: Option<String>,
+    pub events: Vec<NewAuditEvent>,
     pub effect: Option<Effect>,
+}
+
+impl Change {
+    /// The actions of the change's events, in order.
+    pub fn actions(&self) -> Vec<Action> {
+        self.events.iter().map(NewAuditEvent::action).collect()
+    }
+
+    fn only(next: Request, event: AuditData, actor: &Actor, reason: Option<String>, now: Timestamp) -> Self {
+        let event = NewAuditEvent::request(now, actor, &next, reason, event);
+        Change { next, events: vec![event], effect: None }
+    }
 }
 
 impl Request {
@@ -266,13 +292,19 @@ impl Request {
             enforcement: Enforcement::NONE,
         };
         let actor = Actor::User(requester.name.clone());
-        if verdict.approvals_required == 0 {
-            let mut change = request.activate(verdict, now, actor);
-            change.actions.insert(0, Action::Requested);
-            change
+        let mut change = if verdict.approvals_required == 0 {
+            request.activate(verdict, now, &actor)
         } else {
-            Change { next: request, actions: vec![Action::Requested], actor, comment: None, effect: None }
-        }
+            Change { next: request, events: Vec::new(), effect: None }
+        };
+        let r = &change.next;
+        let requested = AuditData::Requested {
+            duration_seconds: r.duration.as_secs(),
+            approvals_required: r.approvals_required,
+            policies: r.policies.clone(),
+        };
+        change.events.insert(0, NewAuditEvent::request(now, &actor, r, Some(r.reason.clone()), requested));
+        change
     }
 
     /// The requester as the policy engine sees them, with the groups they
@@ -293,7 +325,7 @@ impl Request {
         }
     }
 
-    fn activate(&self, verdict: &Verdict, now: Timestamp, actor: Actor) -> Change {
+    fn activate(&self, verdict: &Verdict, now: Timestamp, actor: &Actor) -> Change {
         let duration = self.duration.min(verdict.max_duration);
         let next = Request {
             state: RequestState::Active,
@@ -303,7 +335,9 @@ impl Request {
             enforcement: Enforcement::status(crate::EnforcementStatus::Opening),
             ..self.clone()
         };
-        Change { next, actions: vec![Action::Activated], actor, comment: None, effect: Some(Effect::Open) }
+        let activated =
+            AuditData::Activated { starts_at: next.starts_at, ends_at: next.ends_at, approvals: next.approvals.len() };
+        Change { effect: Some(Effect::Open), ..Change::only(next, activated, actor, None, now) }
     }
 
     fn require(&self, state: RequestState, action: &'static str) -> Result<(), Rejected> {
@@ -344,12 +378,12 @@ impl Request {
         let actor = Actor::User(approver.name.clone());
         let counted = u32::try_from(next.approvals.len()).unwrap_or(u32::MAX);
         if counted >= verdict.approvals_required {
-            let mut change = next.activate(verdict, now, actor);
-            change.actions.insert(0, Action::Approved);
-            change.comment = comment;
+            let mut change = next.activate(verdict, now, &actor);
+            let approved = NewAuditEvent::request(now, &actor, &change.next, comment, AuditData::Approved {});
+            change.events.insert(0, approved);
             Ok(change)
         } else {
-            Ok(Change { next, actions: vec![Action::Approved], actor, comment, effect: None })
+            Ok(Change::only(next, AuditData::Approved {}, &actor, comment, now))
         }
     }
 
@@ -363,7 +397,7 @@ impl Request {
         self.require_pending_in_time(now, "denied")?;
         check_approver(verdict, &self.requester, approver)?;
         check_comment(comment.as_deref())?;
-        Ok(self.finish(RequestState::Denied, Action::Denied, Actor::User(approver.name.clone()), comment, now))
+        Ok(self.finish(RequestState::Denied, AuditData::Denied {}, Actor::User(approver.name.clone()), comment, now))
     }
 
     pub fn cancel(&self, by: &Principal, now: Timestamp) -> Result<Change, Rejected> {
@@ -371,7 +405,7 @@ impl Request {
         if by.name != self.requester {
             return Err(Rejected::NotRequester { action: "cancel" });
         }
-        Ok(self.finish(RequestState::Cancelled, Action::Cancelled, Actor::User(by.name.clone()), None, now))
+        Ok(self.finish(RequestState::Cancelled, AuditData::Cancelled {}, Actor::User(by.name.clone()), None, now))
     }
 
     /// The requester ends their own grant early.
@@ -380,7 +414,7 @@ impl Request {
         if by.name != self.requester {
             return Err(Rejected::NotRequester { action: "release" });
         }
-        Ok(self.finish(RequestState::Released, Action::Released, Actor::User(by.name.clone()), None, now))
+        Ok(self.finish(RequestState::Released, AuditData::Released {}, Actor::User(by.name.clone()), None, now))
     }
 
     /// An approver or admin ends a grant. `allowed` is the caller's right to
@@ -397,7 +431,7 @@ impl Request {
             return Err(Rejected::MayNotRevoke);
         }
         check_comment(comment.as_deref())?;
-        Ok(self.finish(RequestState::Revoked, Action::Revoked, Actor::User(by.name.clone()), comment, now))
+        Ok(self.finish(RequestState::Revoked, AuditData::Revoked {}, Actor::User(by.name.clone()), comment, now))
     }
 
     /// ajar itself withdraws a request the config no longer allows: an
@@ -405,10 +439,10 @@ impl Request {
     pub fn withdraw(&self, why: String, now: Timestamp) -> Option<Change> {
         match self.state {
             RequestState::Active => {
-                Some(self.finish(RequestState::Revoked, Action::Revoked, Actor::System, Some(why), now))
+                Some(self.finish(RequestState::Revoked, AuditData::Revoked {}, Actor::System, Some(why), now))
             }
             RequestState::Pending => {
-                Some(self.finish(RequestState::Denied, Action::Denied, Actor::System, Some(why), now))
+                Some(self.finish(RequestState::Denied, AuditData::Denied {}, Actor::System, Some(why), now))
             }
             _ => None,
         }
@@ -418,8 +452,9 @@ impl Request {
     pub fn expire(&self, now: Timestamp) -> Option<Change> {
         let due = self.state == RequestState::Active && self.ends_at.is_some_and(|end| now >= end);
         due.then(|| {
-            let mut change = self.finish(RequestState::Expired, Action::Expired, Actor::System, None, now);
             // The grant ended at its scheduled end, even if ajar noticed late.
+            let expired = AuditData::Expired { ends_at: self.ends_at };
+            let mut change = self.finish(RequestState::Expired, expired, Actor::System, None, now);
             change.next.ends_at = self.ends_at;
             change
         })
@@ -428,13 +463,13 @@ impl Request {
     /// Nobody decided in time. `None` while not due or not pending.
     pub fn time_out(&self, now: Timestamp) -> Option<Change> {
         let due = self.state == RequestState::Pending && now >= self.decide_by;
-        due.then(|| self.finish(RequestState::TimedOut, Action::TimedOut, Actor::System, None, now))
+        due.then(|| self.finish(RequestState::TimedOut, AuditData::TimedOut {}, Actor::System, None, now))
     }
 
     fn finish(
         &self,
         state: RequestState,
-        action: Action,
+        event: AuditData,
         actor: Actor,
         comment: Option<String>,
         now: Timestamp,
@@ -448,7 +483,44 @@ impl Request {
             next.ends_at = self.ends_at.map(|end| end.min(now));
             next.enforcement = Enforcement::status(crate::EnforcementStatus::Closing);
         }
-        Change { next, actions: vec![action], actor, comment, effect: was_active.then_some(Effect::Close) }
+        Change { effect: was_active.then_some(Effect::Close), ..Change::only(next, event, &actor, comment, now) }
+    }
+
+    // ---- what the drivers report ------------------------------------------
+
+    /// The driver opened the grant's path; clients reach it at `host:port`.
+    /// `open_ms` is how long opening took (an instance launch takes
+    /// seconds).
+    pub fn opened(&self, host: String, port: u16, open_ms: u64, now: Timestamp) -> Change {
+        let next = Request { enforcement: Enforcement::status(EnforcementStatus::Open), ..self.clone() };
+        Change::only(next, AuditData::Opened { host, port, open_ms }, &Actor::System, None, now)
+    }
+
+    /// The driver could not open the grant's path. `None` when the grant
+    /// already records this very failure: the reconciler retries a failed
+    /// open every pass, and the same failure again is not audited again,
+    /// so that an hour of a full security group is one event, not hundreds.
+    pub fn open_failed(&self, error: &str, transient: bool, open_ms: u64, now: Timestamp) -> Option<Change> {
+        if self.enforcement.status == EnforcementStatus::Failed && self.enforcement.error.as_deref() == Some(error) {
+            return None;
+        }
+        let next = Request { enforcement: Enforcement::failed(error), ..self.clone() };
+        let failed = AuditData::OpenFailed { error: error.to_owned(), transient, open_ms };
+        Some(Change::only(next, failed, &Actor::System, None, now))
+    }
+
+    /// The driver closed the ended grant's path and cut its connections.
+    pub fn closed(&self, now: Timestamp) -> Change {
+        let next = Request { enforcement: Enforcement::status(EnforcementStatus::Closed), ..self.clone() };
+        Change::only(next, AuditData::Closed {}, &Actor::System, None, now)
+    }
+
+    /// The driver could not close the ended grant's path; the reconciler
+    /// closes it again every pass, each failure audited.
+    pub fn close_failed(&self, error: &str, transient: bool, now: Timestamp) -> Change {
+        let next = Request { enforcement: Enforcement::failed(error), ..self.clone() };
+        let failed = AuditData::CloseFailed { error: error.to_owned(), transient };
+        Change::only(next, failed, &Actor::System, None, now)
     }
 }
 

@@ -4,7 +4,7 @@
 
 pub mod clock;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ajar_domain::{Name, RequestId, SourceNet, Target, Timestamp};
 
@@ -109,19 +109,24 @@ pub struct Plan {
     pub open: Vec<GrantSpec>,
     /// Grants that are open but should not be.
     pub close: Vec<RequestId>,
+    /// Grants that are open exactly as they should be although the store
+    /// does not record them as open (the driver opened them just before a
+    /// crash, or a retried open succeeded): to be recorded as opened.
+    pub adopt: Vec<RequestId>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.open.is_empty() && self.close.is_empty()
+        self.open.is_empty() && self.close.is_empty() && self.adopt.is_empty()
     }
 }
 
-/// The difference between what should be open and what is.
-pub fn plan(desired: &[GrantSpec], observed: &[Observed]) -> Plan {
+/// The difference between what should be open (`desired`, of which the
+/// store records `recorded_open` as open) and what is (`observed`).
+pub fn plan(desired: &[GrantSpec], recorded_open: &BTreeSet<RequestId>, observed: &[Observed]) -> Plan {
     let observed: BTreeMap<&RequestId, &Observed> = observed.iter().map(|o| (&o.id, o)).collect();
     let desired_ids: BTreeMap<&RequestId, &GrantSpec> = desired.iter().map(|g| (&g.id, g)).collect();
-    let open = desired
+    let open: Vec<GrantSpec> = desired
         .iter()
         .filter(|g| match observed.get(&g.id) {
             None => true,
@@ -130,7 +135,13 @@ pub fn plan(desired: &[GrantSpec], observed: &[Observed]) -> Plan {
         .cloned()
         .collect();
     let close = observed.keys().filter(|id| !desired_ids.contains_key(*id)).map(|id| (*id).clone()).collect();
-    Plan { open, close }
+    let adopt = desired
+        .iter()
+        .filter(|g| !recorded_open.contains(&g.id))
+        .filter(|g| !open.iter().any(|o| o.id == g.id))
+        .map(|g| g.id.clone())
+        .collect();
+    Plan { open, close, adopt }
 }
 
 #[cfg(test)]
@@ -175,7 +186,7 @@ mod tests {
         ) {
             let desired: Vec<GrantSpec> = desired.into_iter().map(|(i, e)| grant(i, e)).collect();
             let observed: Vec<Observed> = observed.into_iter().map(|(i, e)| observe(&grant(i, e))).collect();
-            let plan = plan(&desired, &observed);
+            let plan = plan(&desired, &BTreeSet::new(), &observed);
             let mut after: BTreeMap<RequestId, Observed> =
                 observed.iter().map(|o| (o.id.clone(), o.clone())).collect();
             for id in &plan.close { after.remove(id); }
@@ -184,7 +195,33 @@ mod tests {
             prop_assert_eq!(after, want);
             // And a converged state needs nothing more.
             let again: Vec<Observed> = desired.iter().map(observe).collect();
-            prop_assert!(super::plan(&desired, &again).is_empty());
+            let recorded: BTreeSet<RequestId> = desired.iter().map(|g| g.id.clone()).collect();
+            prop_assert!(super::plan(&desired, &recorded, &again).is_empty());
+        }
+
+        /// A grant is adopted exactly when it is open as it should be but
+        /// not recorded as open; opening or adopting leaves every desired
+        /// grant open and recorded so.
+        #[test]
+        fn grants_open_but_unrecorded_are_adopted_and_nothing_else(
+            desired in proptest::collection::btree_map(0u8..32, 0i64..4, 0..16),
+            observed in proptest::collection::btree_map(0u8..32, 0i64..4, 0..16),
+            recorded in proptest::collection::btree_set(0u8..32, 0..16),
+        ) {
+            let desired: Vec<GrantSpec> = desired.into_iter().map(|(i, e)| grant(i, e)).collect();
+            let observed: Vec<Observed> = observed.into_iter().map(|(i, e)| observe(&grant(i, e))).collect();
+            let recorded: BTreeSet<RequestId> = recorded.into_iter().map(|i| RequestId::from_random([i; 12])).collect();
+            let plan = plan(&desired, &recorded, &observed);
+            for g in &desired {
+                let open_right = observed.iter().any(|o| *o == observe(g));
+                let adopted = plan.adopt.contains(&g.id);
+                prop_assert_eq!(adopted, open_right && !recorded.contains(&g.id));
+                prop_assert!(!(adopted && plan.open.iter().any(|o| o.id == g.id)), "adopted and opened");
+                // After the pass the store records it open.
+                let opened = plan.open.iter().any(|o| o.id == g.id);
+                prop_assert!(recorded.contains(&g.id) || adopted || opened);
+            }
+            prop_assert!(plan.adopt.iter().all(|id| desired.iter().any(|g| g.id == *id)), "only desired grants");
         }
     }
 }

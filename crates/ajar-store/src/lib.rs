@@ -75,6 +75,9 @@ pub struct RequestFilter {
     pub enforcement: Vec<ajar_domain::EnforcementStatus>,
     /// At most this many; 0 means no limit.
     pub limit: u32,
+    /// Skips this many of the newest matches first (for reading page by
+    /// page).
+    pub offset: u32,
 }
 
 /// Which login tokens to forget.

@@ -316,7 +316,7 @@ macro_rules! sql_store {
                 if filter.requester.is_some() {
                     sql.push_str(" AND requester = ?");
                 }
-                sql.push_str(" ORDER BY created_at DESC, id LIMIT ?");
+                sql.push_str(" ORDER BY created_at DESC, id LIMIT ? OFFSET ?");
                 let sql = Self::sql(&sql);
                 let mut query = sqlx::query_as::<_, RequestRow>(&sql);
                 for state in &filter.states {
@@ -332,7 +332,7 @@ macro_rules! sql_store {
                     query = query.bind(requester);
                 }
                 let limit = if filter.limit == 0 { i64::MAX } else { i64::from(filter.limit) };
-                let rows = query.bind(limit).fetch_all(&self.pool).await?;
+                let rows = query.bind(limit).bind(i64::from(filter.offset)).fetch_all(&self.pool).await?;
                 rows.into_iter().map(RequestRow::into_request).collect()
             }
 

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use ajar_domain::{Action, ExternalIdentity, Name, NewAuditEvent, Timestamp};
+use ajar_domain::audit::SignIn;
+use ajar_domain::{AuditData, ExternalIdentity, Name, NewAuditEvent, Timestamp};
 use ajar_store::{AuditScope, IdentityStore, SqliteStore, Store, StoreError};
 
 fn at(secs: i64) -> Timestamp {
@@ -24,13 +25,16 @@ fn login() -> NewAuditEvent {
     NewAuditEvent {
         at: at(1),
         actor: "carol@example.com".into(),
-        action: Action::Login,
         target: None,
         source: None,
         request_id: None,
         subject: Some("carol@example.com".into()),
         reason: None,
-        data: serde_json::json!({ "method": "sso" }),
+        data: AuditData::Login(SignIn::Provider {
+            method: "sso".into(),
+            issuer: "https://idp.example.com".into(),
+            groups: vec![],
+        }),
     }
 }
 

@@ -39,13 +39,36 @@ fn event(action: Action, reason: &str) -> NewAuditEvent {
     NewAuditEvent {
         at: at(1),
         actor: "alice".into(),
-        action,
         target: Some("db".into()),
         source: None,
         request_id: None,
         subject: Some("alice".into()),
         reason: Some(reason.into()),
-        data: serde_json::json!({"n": 1}),
+        data: payload(action),
+    }
+}
+
+/// A payload of the right shape for `action` (the tests here are about
+/// where events go, not what they say).
+fn payload(action: Action) -> ajar_domain::AuditData {
+    use ajar_domain::audit::SignIn;
+    use ajar_domain::AuditData;
+    match action {
+        Action::Requested => AuditData::Requested { duration_seconds: 60, approvals_required: 1, policies: vec![] },
+        Action::Approved => AuditData::Approved {},
+        Action::Activated => AuditData::Activated { starts_at: None, ends_at: None, approvals: 1 },
+        Action::Opened => AuditData::Opened { host: "127.0.0.1".into(), port: 1, open_ms: 0 },
+        Action::Closed => AuditData::Closed {},
+        Action::Denied => AuditData::Denied {},
+        Action::Cancelled => AuditData::Cancelled {},
+        Action::Expired => AuditData::Expired { ends_at: None },
+        Action::Revoked => AuditData::Revoked {},
+        Action::Released => AuditData::Released {},
+        Action::TimedOut => AuditData::TimedOut {},
+        Action::Login => AuditData::Login(SignIn::Password {}),
+        Action::Logout => AuditData::Logout {},
+        Action::TokensRevoked => AuditData::TokensRevoked {},
+        other => panic!("no test payload for {other}"),
     }
 }
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use ajar_api::AppState;
 use ajar_config::Config;
-use ajar_core::audit_file::AuditFile;
+use ajar_core::audit::file::AuditFile;
 use ajar_core::{Core, CoreSettings, SystemClock};
-use ajar_domain::{Action, DriverKind, NewAuditEvent};
+use ajar_domain::DriverKind;
 use ajar_driver_aws::{AwsInstance, AwsSecurityGroup};
-use ajar_driver_gateway::{ConnectionEvent, ConnectionEventKind, Gateway};
+use ajar_driver_gateway::{ConnectionEvent, Gateway};
 use ajar_driver_iptables::Iptables;
 use ajar_driver_nftables::Nftables;
 use ajar_enforce::Driver;
@@ -169,18 +169,10 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
         Arc::new(SystemClock),
         Some(audit_file),
     );
-    core.record(vec![system_event(
-        &core,
-        Action::ServerStarted,
-        serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "config": config_path.display().to_string(),
-        }),
-    )])
-    .await?;
+    core.record_started(env!("CARGO_PKG_VERSION"), &config_path.display().to_string()).await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let scheduler = ajar_core::scheduler::spawn(core.clone(), shutdown_rx.clone());
+    let scheduler = ajar_core::deadline::spawn(core.clone(), shutdown_rx.clone());
     // Drivers bind their listeners and anything that happened while ajar was
     // down is repaired before the API takes a single request.
     core.start().await.context("cannot start the drivers")?;
@@ -393,8 +385,7 @@ async fn reload(core: &Arc<Core>, path: &Path, running: &Config) {
             for e in &errors.0 {
                 error!(error = %e, "config reload rejected");
             }
-            let data = serde_json::json!({ "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>() });
-            if let Err(e) = core.record(vec![system_event(core, Action::ConfigRejected, data)]).await {
+            if let Err(e) = core.reload_rejected(errors.0.iter().map(|e| e.to_string()).collect()).await {
                 error!(error = %e, "cannot audit the rejected reload");
             }
         }
@@ -414,54 +405,17 @@ async fn reload(core: &Arc<Core>, path: &Path, running: &Config) {
                 Ok(()) => info!("config reloaded"),
                 Err(e) => {
                     error!(error = %e, "config reload failed; the previous config stays in force");
-                    let data = serde_json::json!({ "errors": [e.to_string()] });
-                    let _ = core.record(vec![system_event(core, Action::ConfigRejected, data)]).await;
+                    let _ = core.reload_rejected(vec![e.to_string()]).await;
                 }
             }
         }
     }
 }
 
-fn system_event(core: &Core, action: Action, data: serde_json::Value) -> NewAuditEvent {
-    NewAuditEvent {
-        at: core.now(),
-        actor: ajar_domain::request::Actor::System.label(),
-        action,
-        target: None,
-        source: None,
-        request_id: None,
-        subject: None,
-        reason: None,
-        data,
-    }
-}
-
-/// Turns the gateway's connection events into audit events.
+/// Audits the gateway's connection events.
 async fn record_connections(core: Arc<Core>, mut events: mpsc::UnboundedReceiver<ConnectionEvent>) {
     while let Some(event) = events.recv().await {
-        let subject = match &event.grant {
-            Some(id) => core.store().get_request(id).await.ok().flatten().map(|r| r.requester.to_string()),
-            None => None,
-        };
-        let action = match event.kind {
-            ConnectionEventKind::Refused { .. } => Action::ConnectionRefused,
-            _ => Action::Connection,
-        };
-        let data = serde_json::to_value(&event).unwrap_or_default();
-        let audit = NewAuditEvent {
-            at: core.now(),
-            actor: subject.clone().unwrap_or_else(|| event.peer.ip().to_string()),
-            action,
-            target: Some(event.target.clone()),
-            source: Some(event.peer.ip().to_string()),
-            request_id: event.grant.as_ref().map(|g| g.to_string()),
-            subject,
-            reason: None,
-            data,
-        };
-        if let Err(e) = core.record(vec![audit]).await {
-            error!(error = %e, "cannot audit a gateway connection");
-        }
+        core.record_connection(event).await;
     }
 }
 

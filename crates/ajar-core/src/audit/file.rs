@@ -213,7 +213,7 @@ mod tests {
     use std::io::Write;
 
     use ajar_domain::audit::GENESIS;
-    use ajar_domain::{Action, NewAuditEvent};
+    use ajar_domain::{AuditData, NewAuditEvent};
 
     use super::*;
 
@@ -221,13 +221,12 @@ mod tests {
         NewAuditEvent {
             at: chrono::DateTime::from_timestamp(1_700_000_000 + seq, 0).unwrap(),
             actor: "alice".into(),
-            action: Action::Requested,
             target: Some("db".into()),
             source: None,
             request_id: None,
             subject: Some("alice".into()),
             reason: Some(reason),
-            data: serde_json::json!({ "seq": seq }),
+            data: AuditData::Requested { duration_seconds: seq as u64, approvals_required: 1, policies: vec![] },
         }
         .chain(seq - 1, GENESIS)
     }

@@ -1,17 +1,56 @@
 //! Exact expiry: a delay queue with one timer per live request, set to its
 //! next deadline (`ends_at` of a grant, `decide_by` of a pending request).
-//! No polling: the task sleeps until the earliest deadline.
+//! No polling: the task sleeps until the earliest deadline, then
+//! [`Core::on_deadline`] expires the grant or times out the request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ajar_domain::{RequestId, Timestamp};
+use ajar_domain::{Action, RequestId, Timestamp};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::time::{delay_queue, DelayQueue};
+use tracing::{debug, error, warn};
 
-use crate::Core;
+use crate::{Core, CoreError};
+
+impl Core {
+    /// Called by the scheduler when a request's deadline has come.
+    pub async fn on_deadline(&self, id: &RequestId) {
+        let request = match self.store.get_request(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                error!(request = %id, error = %e, "cannot load a request whose deadline came; the reconciler will retry");
+                return;
+            }
+        };
+        let now = self.now();
+        match request.expire(now).or_else(|| request.time_out(now)) {
+            Some(change) => {
+                if change.actions().contains(&Action::Expired) {
+                    if let Some(end) = request.ends_at {
+                        let lag = (now - end).num_milliseconds().max(0);
+                        self.metrics().record_expiry_lag(u64::try_from(lag).unwrap_or(0));
+                    }
+                }
+                match self.apply(&request, change).await {
+                    Ok(_) => {}
+                    // Another replica's timer won: it expired the grant and
+                    // closes it; this replica's path closes on its notice.
+                    Err(CoreError::Conflict) => debug!(request = %id, "another replica handled this deadline"),
+                    Err(e) => {
+                        warn!(request = %id, error = %e, "closing at the deadline failed; the reconciler will retry")
+                    }
+                }
+            }
+            // The timer fired a moment before the wall clock reached the
+            // deadline: look again then.
+            None => self.schedule(&request),
+        }
+    }
+}
 
 /// "Look at this request again at this instant."
 #[derive(Debug, Clone)]

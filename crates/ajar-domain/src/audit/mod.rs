@@ -5,10 +5,16 @@
 //! breaks the sequence numbers or the link to its neighbour. [`verify`] finds
 //! the first place where any of that happened.
 
+mod data;
+
 use std::fmt;
+use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
+pub use data::{AuditData, FailedSignIn, SignIn};
+
+use crate::request::{Actor, Request};
 use crate::Timestamp;
 
 /// What happened. The set is closed so that every consumer (the store, the
@@ -116,7 +122,6 @@ impl fmt::Display for Action {
 pub struct NewAuditEvent {
     pub at: Timestamp,
     pub actor: String,
-    pub action: Action,
     pub target: Option<String>,
     pub source: Option<String>,
     pub request_id: Option<String>,
@@ -124,8 +129,10 @@ pub struct NewAuditEvent {
     /// trail without reading everyone's.
     pub subject: Option<String>,
     pub reason: Option<String>,
-    /// Action-specific detail (bytes transferred, driver errors, ...).
-    pub data: serde_json::Value,
+    /// What happened, with its action-specific detail (bytes transferred,
+    /// driver errors, ...).
+    #[serde(flatten)]
+    pub data: AuditData,
 }
 
 /// An event in the chain.
@@ -149,19 +156,64 @@ pub struct AuditEvent {
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl NewAuditEvent {
+    /// Something ajar did on its own account (a start, a reload), about no
+    /// request and no person.
+    pub fn system(at: Timestamp, data: AuditData) -> Self {
+        Self {
+            at,
+            actor: Actor::System.label(),
+            target: None,
+            source: None,
+            request_id: None,
+            subject: None,
+            reason: None,
+            data,
+        }
+    }
+
+    /// Something that happened to `request`, caused by `actor`.
+    pub fn request(at: Timestamp, actor: &Actor, request: &Request, reason: Option<String>, data: AuditData) -> Self {
+        Self {
+            at,
+            actor: actor.label(),
+            target: Some(request.target.to_string()),
+            source: Some(request.source.to_string()),
+            request_id: Some(request.id.to_string()),
+            subject: Some(request.requester.to_string()),
+            reason,
+            data,
+        }
+    }
+
+    /// Something `actor` did about `subject`'s sign-in or sessions from
+    /// `addr` (signing in, out, failing to, ending sessions). Names that
+    /// were claimed rather than proven must already be escaped.
+    pub fn session(at: Timestamp, actor: String, subject: Option<String>, addr: IpAddr, data: AuditData) -> Self {
+        Self { at, actor, target: None, source: Some(addr.to_string()), request_id: None, subject, reason: None, data }
+    }
+
+    /// The same event with `reason` shown beside it.
+    pub fn with_reason(self, reason: impl Into<String>) -> Self {
+        Self { reason: Some(reason.into()), ..self }
+    }
+
+    pub fn action(&self) -> Action {
+        self.data.action()
+    }
+
     /// Places the event after `prev` (sequence `prev_seq`, hash `prev_hash`).
     pub fn chain(self, prev_seq: i64, prev_hash: &str) -> AuditEvent {
         let mut event = AuditEvent {
             seq: prev_seq + 1,
             at: self.at,
             actor: self.actor,
-            action: self.action,
+            action: self.data.action(),
             target: self.target,
             source: self.source,
             request_id: self.request_id,
             subject: self.subject,
             reason: self.reason,
-            data: self.data,
+            data: self.data.to_value(),
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
         };
@@ -263,13 +315,12 @@ mod tests {
             let event = NewAuditEvent {
                 at: chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap_or_default(),
                 actor: "alice".into(),
-                action: Action::Requested,
                 target: Some("db".into()),
                 source: None,
                 request_id: None,
                 subject: None,
                 reason: Some(format!("r{i}")),
-                data: serde_json::json!({"i": i}),
+                data: AuditData::Requested { duration_seconds: i as u64, approvals_required: 1, policies: vec![] },
             };
             out.push(event.chain(seq, &hash));
         }

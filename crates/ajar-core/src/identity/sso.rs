@@ -7,15 +7,15 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use ajar_domain::audit::{FailedSignIn, SignIn};
 use ajar_domain::policy::Principal;
-use ajar_domain::{text, Action, ExternalIdentity, Name, NewAuditEvent, Timestamp};
+use ajar_domain::{text, AuditData, ExternalIdentity, Name, NewAuditEvent, Timestamp};
 use ajar_store::StoreError;
-use serde_json::json;
 use tracing::{info, warn};
 
-use super::Core;
-use crate::auth::{self, FailureVerdict};
-use crate::CoreError;
+use super::auth;
+use super::limits::FailureVerdict;
+use crate::{Core, CoreError};
 
 /// How many distinct bearer tokens are remembered as already audited
 /// before the memory is cleared.
@@ -38,29 +38,14 @@ enum IdentityClash {
     OtherAccount,
 }
 
-fn names(groups: &BTreeSet<Name>) -> Vec<&str> {
-    groups.iter().map(Name::as_str).collect()
+fn names(groups: &BTreeSet<Name>) -> Vec<Name> {
+    groups.iter().cloned().collect()
 }
 
 impl Core {
-    fn identity_event(
-        &self,
-        identity: &ExternalIdentity,
-        action: Action,
-        addr: IpAddr,
-        data: serde_json::Value,
-    ) -> NewAuditEvent {
-        NewAuditEvent {
-            at: self.now(),
-            actor: identity.name.to_string(),
-            action,
-            target: None,
-            source: Some(addr.to_string()),
-            request_id: None,
-            subject: Some(identity.name.to_string()),
-            reason: None,
-            data,
-        }
+    fn identity_event(&self, identity: &ExternalIdentity, addr: IpAddr, data: AuditData) -> NewAuditEvent {
+        let name = identity.name.to_string();
+        NewAuditEvent::session(self.now(), name.clone(), Some(name), addr, data)
     }
 
     /// Refuses an identity ajar will not let the provider vouch for: one
@@ -113,27 +98,23 @@ impl Core {
     /// belongs to a local user or to another account is refused.
     async fn save_sign_in(&self, identity: &ExternalIdentity, addr: IpAddr, method: &str) -> Result<(), CoreError> {
         let previous = self.admit(identity, addr, method).await?;
-        let mut events = vec![self.identity_event(
-            identity,
-            Action::Login,
-            addr,
-            json!({ "method": method, "issuer": identity.issuer, "groups": names(&identity.groups) }),
-        )];
+        let signed_in = SignIn::Provider {
+            method: method.to_owned(),
+            issuer: identity.issuer.clone(),
+            groups: names(&identity.groups),
+        };
+        let mut events = vec![self.identity_event(identity, addr, AuditData::Login(signed_in))];
         let before = previous.as_ref().map(|p| p.groups.clone());
         if before.as_ref() != Some(&identity.groups) {
             let before = before.unwrap_or_default();
-            events.push(self.identity_event(
-                identity,
-                Action::GroupsChanged,
-                addr,
-                json!({
-                    "before": names(&before),
-                    "after": names(&identity.groups),
-                    "added": names(&identity.groups.difference(&before).cloned().collect()),
-                    "removed": names(&before.difference(&identity.groups).cloned().collect()),
-                    "first_sign_in": previous.is_none(),
-                }),
-            ));
+            let changed = AuditData::GroupsChanged {
+                before: names(&before),
+                after: names(&identity.groups),
+                added: identity.groups.difference(&before).cloned().collect(),
+                removed: before.difference(&identity.groups).cloned().collect(),
+                first_sign_in: previous.is_none(),
+            };
+            events.push(self.identity_event(identity, addr, changed));
         }
         match self.store.save_identity(identity, self.now(), events).await {
             Ok(written) => {
@@ -158,7 +139,7 @@ impl Core {
         method: &str,
     ) -> Result<(String, Timestamp), CoreError> {
         self.save_sign_in(identity, addr, method).await?;
-        info!(user = %identity.name, %addr, method, groups = ?names(&identity.groups), "sso login");
+        info!(user = %identity.name, %addr, method, groups = ?identity.groups, "sso login");
         self.issue_token(identity.name.as_str()).await
     }
 
@@ -261,7 +242,8 @@ impl Core {
         if verdict == FailureVerdict::Counted {
             return Ok(());
         }
-        self.record(vec![self.failed_sign_in_event(shown, addr, why, json!({ "method": method }))]).await
+        let failed = FailedSignIn::Provider { method: method.to_owned() };
+        self.record(vec![self.failed_sign_in_event(shown, addr, why, failed)]).await
     }
 
     fn failed_sign_in_event(
@@ -269,19 +251,10 @@ impl Core {
         who: Option<String>,
         addr: IpAddr,
         reason: String,
-        data: serde_json::Value,
+        failed: FailedSignIn,
     ) -> NewAuditEvent {
-        NewAuditEvent {
-            at: self.now(),
-            actor: who.clone().unwrap_or_else(|| "unknown".to_owned()),
-            action: Action::LoginFailed,
-            target: None,
-            source: Some(addr.to_string()),
-            request_id: None,
-            subject: who,
-            reason: Some(reason),
-            data,
-        }
+        let actor = who.clone().unwrap_or_else(|| "unknown".to_owned());
+        NewAuditEvent::session(self.now(), actor, who, addr, AuditData::LoginFailed(failed)).with_reason(reason)
     }
 
     /// Audits the repeats of failed sign-ins whose minute has passed (all of
@@ -300,8 +273,8 @@ impl Core {
                     "{} more failed sign-ins of this kind within {window} s, the latest: {}",
                     r.count, r.last_reason
                 );
-                let data = json!({ "method": method, "repeats": r.count, "window_seconds": window });
-                self.failed_sign_in_event(r.who, r.last_addr, reason, data)
+                let repeated = FailedSignIn::Repeated { method, repeats: r.count, window_seconds: window };
+                self.failed_sign_in_event(r.who, r.last_addr, reason, repeated)
             })
             .collect();
         if let Err(e) = self.record(events).await {
@@ -311,7 +284,7 @@ impl Core {
 
     /// An SSO user as the policy engine sees them: with the groups of their
     /// latest sign-in.
-    pub(super) async fn external_principal(&self, name: &str) -> Result<Option<Principal>, CoreError> {
+    pub(crate) async fn external_principal(&self, name: &str) -> Result<Option<Principal>, CoreError> {
         Ok(self.store.identity(name).await?.map(|i| Principal::new(i.name, i.groups)))
     }
 }

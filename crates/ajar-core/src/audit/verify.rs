@@ -17,8 +17,9 @@ use ajar_domain::{audit, AuditEvent, Timestamp};
 use ajar_store::{AuditScope, StoreError};
 use tokio::sync::Mutex;
 
-use super::{AuditProblem, AuditReport, Core};
-use crate::audit_file::{AuditFileReader, FileLine};
+use super::file::{AuditFileReader, FileLine};
+use super::{AuditProblem, AuditReport};
+use crate::Core;
 use crate::CoreError;
 
 /// How long a view trusts the events it already verified.
@@ -76,7 +77,7 @@ impl Core {
             Some(c) => {
                 // A file cut shorter than what was verified cannot be read
                 // from the remembered offset: check everything.
-                let shorter = match &self.audit_file {
+                let shorter = match self.audit_file() {
                     Some(file) => file.size().map_err(|e| CoreError::Internal(e.to_string()))? < c.point.file_offset,
                     None => false,
                 };
@@ -92,7 +93,7 @@ impl Core {
     async fn check_from(&self, cached: &mut Option<Cached>, from: Option<Point>) -> Result<AuditReport, CoreError> {
         let whole = from.is_none();
         let Walk { mut report, point } = self.walk(from.unwrap_or_else(Point::genesis)).await?;
-        self.metrics.record_verification(u64::try_from(report.checked).unwrap_or(0), whole);
+        self.metrics().record_verification(u64::try_from(report.checked).unwrap_or(0), whole);
         let whole_log_at = match (&*cached, whole) {
             (Some(c), false) => c.whole_log_at,
             _ => self.now(),
@@ -111,10 +112,10 @@ impl Core {
     /// Walks the store's events after `start` with the file's lines after
     /// it, side by side.
     async fn walk(&self, start: Point) -> Result<Walk, CoreError> {
-        let internal = |e: crate::audit_file::AuditFileError| CoreError::Internal(e.to_string());
+        let internal = |e: super::file::AuditFileError| CoreError::Internal(e.to_string());
         let mut head = (start.seq, start.hash.clone());
         let mut agreed = start.clone();
-        let mut file = match &self.audit_file {
+        let mut file = match self.audit_file() {
             Some(f) => Some(f.reader_at(start.file_offset, start.file_line).map_err(internal)?),
             None => None,
         };
@@ -217,7 +218,7 @@ impl AuditReport {
 fn take_line(
     waiting: &mut Option<FileLine>,
     reader: &mut AuditFileReader,
-) -> Result<Option<FileLine>, crate::audit_file::AuditFileError> {
+) -> Result<Option<FileLine>, super::file::AuditFileError> {
     match waiting.take() {
         Some(line) => Ok(Some(line)),
         None => reader.next_line(),

@@ -1,0 +1,42 @@
+//! What a caller may ask for, and where they will connect.
+
+use ajar_domain::policy::{self, Principal};
+use ajar_domain::{GrantDuration, Target};
+use ajar_enforce::Opened;
+
+use crate::Core;
+
+/// A target as a caller may see it: with the combined limits of the
+/// policies that let them request it.
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    pub target: Target,
+    pub max_duration: GrantDuration,
+    pub reason_required: bool,
+    pub approvals_required: u32,
+    pub approvers: Vec<String>,
+    pub policies: Vec<String>,
+    pub connect: Option<Opened>,
+}
+
+impl Core {
+    pub fn connect_info(&self, target: &Target) -> Option<Opened> {
+        self.drivers.get(&target.kind()).and_then(|d| d.connect_info(target))
+    }
+
+    pub fn targets(&self, who: &Principal) -> Vec<TargetView> {
+        let catalog = self.catalog();
+        policy::offers(&catalog, who)
+            .into_iter()
+            .map(|offer| TargetView {
+                target: offer.target.clone(),
+                max_duration: offer.max_duration,
+                reason_required: offer.reason_required,
+                approvals_required: offer.approvals_required,
+                approvers: offer.approvers.iter().map(|s| s.to_string()).collect(),
+                policies: offer.policies.iter().map(|p| p.to_string()).collect(),
+                connect: self.connect_info(offer.target),
+            })
+            .collect()
+    }
+}
