@@ -334,7 +334,7 @@ async fn a_listing_is_filled_with_what_the_caller_may_see_however_much_else_is_n
     // auditor).
     let mut mine = BTreeSet::new();
     for _ in 0..3 {
-        mine.insert(w.core.create_request(&alice, ADDR, ask("db", 10)).await.unwrap().request.id);
+        mine.insert(w.core.create_request(&alice, ADDR, ask("db", 10)).await.unwrap().request.id.clone());
         w.clock.advance(chrono::Duration::milliseconds(1));
     }
     for _ in 0..600 {
@@ -342,7 +342,7 @@ async fn a_listing_is_filled_with_what_the_caller_may_see_however_much_else_is_n
         w.clock.advance(chrono::Duration::milliseconds(1));
     }
     let listed = w.core.list_requests(&bob, RequestFilter::default()).await.unwrap();
-    let listed: BTreeSet<RequestId> = listed.into_iter().map(|v| v.request.id).collect();
+    let listed: BTreeSet<RequestId> = listed.into_iter().map(|v| v.request.id.clone()).collect();
     assert_eq!(listed, mine);
     // The requester sees the newest 500 of their own.
     let own = w.core.list_requests(&alice, RequestFilter::default()).await.unwrap();

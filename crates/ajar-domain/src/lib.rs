@@ -23,7 +23,7 @@ pub use duration::GrantDuration;
 pub use identity::ExternalIdentity;
 pub use name::Name;
 pub use policy::{Ask, Principal, Rejected, Verdict};
-pub use request::{Change, Effect, Enforcement, EnforcementStatus, Request, RequestId, RequestState};
+pub use request::{Change, Effect, Enforcement, EnforcementStatus, Request, RequestId, RequestRecord, RequestState};
 pub use source::SourceNet;
 
 /// Wall-clock instants, always UTC and truncated to milliseconds by the

@@ -200,8 +200,25 @@ impl Actor {
 }
 
 /// A request for access and, once active, its grant.
+///
+/// Its fields are read through [`RequestRecord`] (`request.state`,
+/// `request.ends_at`, ...) but only the transitions below make a changed
+/// request: nothing outside the domain can write one. A store rebuilds
+/// what it saved with [`Request::restore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request(RequestRecord);
+
+impl std::ops::Deref for Request {
+    type Target = RequestRecord;
+
+    fn deref(&self) -> &RequestRecord {
+        &self.0
+    }
+}
+
+/// A request's fields, as a store saves them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
     pub id: RequestId,
     pub target: Name,
     pub requester: Name,
@@ -260,6 +277,26 @@ impl Change {
 }
 
 impl Request {
+    /// A request as a store saved it. Only stores call this, with what
+    /// they wrote from [`Request::record`]; everything else gets requests
+    /// from the transitions.
+    pub fn restore(record: RequestRecord) -> Self {
+        Self(record)
+    }
+
+    /// The request's fields, to save.
+    pub fn record(&self) -> &RequestRecord {
+        &self.0
+    }
+
+    /// A copy of the request with `edit` applied: the one way this module
+    /// makes a changed request.
+    fn with(&self, edit: impl FnOnce(&mut RequestRecord)) -> Self {
+        let mut next = self.0.clone();
+        edit(&mut next);
+        Self(next)
+    }
+
     /// A new request, already active when the verdict needs no approval.
     pub fn create(
         id: RequestId,
@@ -270,7 +307,7 @@ impl Request {
         now: Timestamp,
         approval_timeout: GrantDuration,
     ) -> Change {
-        let request = Request {
+        let request = Request(RequestRecord {
             id,
             target: verdict.target.clone(),
             requester: requester.name.clone(),
@@ -290,7 +327,7 @@ impl Request {
             close_comment: None,
             policies: verdict.policies.clone(),
             enforcement: Enforcement::NONE,
-        };
+        });
         let actor = Actor::User(requester.name.clone());
         let mut change = if verdict.approvals_required == 0 {
             request.activate(verdict, now, &actor)
@@ -327,14 +364,13 @@ impl Request {
 
     fn activate(&self, verdict: &Verdict, now: Timestamp, actor: &Actor) -> Change {
         let duration = self.duration.min(verdict.max_duration);
-        let next = Request {
-            state: RequestState::Active,
-            duration,
-            starts_at: Some(now),
-            ends_at: Some(now + duration.as_chrono()),
-            enforcement: Enforcement::status(crate::EnforcementStatus::Opening),
-            ..self.clone()
-        };
+        let next = self.with(|r| {
+            r.state = RequestState::Active;
+            r.duration = duration;
+            r.starts_at = Some(now);
+            r.ends_at = Some(now + duration.as_chrono());
+            r.enforcement = Enforcement::status(EnforcementStatus::Opening);
+        });
         let activated =
             AuditData::Activated { starts_at: next.starts_at, ends_at: next.ends_at, approvals: next.approvals.len() };
         Change { effect: Some(Effect::Open), ..Change::only(next, activated, actor, None, now) }
@@ -372,9 +408,10 @@ impl Request {
         if self.approvals.iter().any(|a| a.approver == approver.name) {
             return Err(Rejected::AlreadyApproved);
         }
-        let mut next = self.clone();
-        next.approvals.push(Approval { approver: approver.name.clone(), at: now, comment: comment.clone() });
-        next.approvals_required = verdict.approvals_required;
+        let next = self.with(|r| {
+            r.approvals.push(Approval { approver: approver.name.clone(), at: now, comment: comment.clone() });
+            r.approvals_required = verdict.approvals_required;
+        });
         let actor = Actor::User(approver.name.clone());
         let counted = u32::try_from(next.approvals.len()).unwrap_or(u32::MAX);
         if counted >= verdict.approvals_required {
@@ -455,7 +492,7 @@ impl Request {
             // The grant ended at its scheduled end, even if ajar noticed late.
             let expired = AuditData::Expired { ends_at: self.ends_at };
             let mut change = self.finish(RequestState::Expired, expired, Actor::System, None, now);
-            change.next.ends_at = self.ends_at;
+            change.next.0.ends_at = self.ends_at;
             change
         })
     }
@@ -475,14 +512,15 @@ impl Request {
         now: Timestamp,
     ) -> Change {
         let was_active = self.state == RequestState::Active;
-        let mut next = self.clone();
-        next.state = state;
-        next.closed_by = Some(actor.label());
-        next.close_comment = comment.clone();
-        if was_active {
-            next.ends_at = self.ends_at.map(|end| end.min(now));
-            next.enforcement = Enforcement::status(crate::EnforcementStatus::Closing);
-        }
+        let next = self.with(|r| {
+            r.state = state;
+            r.closed_by = Some(actor.label());
+            r.close_comment = comment.clone();
+            if was_active {
+                r.ends_at = r.ends_at.map(|end| end.min(now));
+                r.enforcement = Enforcement::status(EnforcementStatus::Closing);
+            }
+        });
         Change { effect: was_active.then_some(Effect::Close), ..Change::only(next, event, &actor, comment, now) }
     }
 
@@ -492,7 +530,7 @@ impl Request {
     /// `open_ms` is how long opening took (an instance launch takes
     /// seconds).
     pub fn opened(&self, host: String, port: u16, open_ms: u64, now: Timestamp) -> Change {
-        let next = Request { enforcement: Enforcement::status(EnforcementStatus::Open), ..self.clone() };
+        let next = self.with(|r| r.enforcement = Enforcement::status(EnforcementStatus::Open));
         Change::only(next, AuditData::Opened { host, port, open_ms }, &Actor::System, None, now)
     }
 
@@ -504,21 +542,21 @@ impl Request {
         if self.enforcement.status == EnforcementStatus::Failed && self.enforcement.error.as_deref() == Some(error) {
             return None;
         }
-        let next = Request { enforcement: Enforcement::failed(error), ..self.clone() };
+        let next = self.with(|r| r.enforcement = Enforcement::failed(error));
         let failed = AuditData::OpenFailed { error: error.to_owned(), transient, open_ms };
         Some(Change::only(next, failed, &Actor::System, None, now))
     }
 
     /// The driver closed the ended grant's path and cut its connections.
     pub fn closed(&self, now: Timestamp) -> Change {
-        let next = Request { enforcement: Enforcement::status(EnforcementStatus::Closed), ..self.clone() };
+        let next = self.with(|r| r.enforcement = Enforcement::status(EnforcementStatus::Closed));
         Change::only(next, AuditData::Closed {}, &Actor::System, None, now)
     }
 
     /// The driver could not close the ended grant's path; the reconciler
     /// closes it again every pass, each failure audited.
     pub fn close_failed(&self, error: &str, transient: bool, now: Timestamp) -> Change {
-        let next = Request { enforcement: Enforcement::failed(error), ..self.clone() };
+        let next = self.with(|r| r.enforcement = Enforcement::failed(error));
         let failed = AuditData::CloseFailed { error: error.to_owned(), transient };
         Change::only(next, failed, &Actor::System, None, now)
     }

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use ajar_domain::request::Approval;
 use ajar_domain::{
-    Action, AuditEvent, Enforcement, EnforcementStatus, GrantDuration, Name, Request, RequestId, RequestState,
-    SourceNet, Timestamp,
+    Action, AuditEvent, Enforcement, EnforcementStatus, GrantDuration, Name, Request, RequestId, RequestRecord,
+    RequestState, SourceNet, Timestamp,
 };
 use serde::Deserialize;
 
@@ -112,7 +112,7 @@ impl RequestRow {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let addr: IpAddr = self.requester_addr.parse().map_err(|_| corrupt("address", &self.requester_addr))?;
-        Ok(Request {
+        Ok(Request::restore(RequestRecord {
             id: RequestId::parse(&self.id).ok_or_else(|| corrupt("request id", &self.id))?,
             target: Name::parse(&self.target).map_err(|_| corrupt("target", &self.target))?,
             requester: Name::parse(&self.requester).map_err(|_| corrupt("requester", &self.requester))?,
@@ -140,7 +140,7 @@ impl RequestRow {
                     .ok_or_else(|| corrupt("enforcement status", &self.enforcement_status))?,
                 error: self.enforcement_error,
             },
-        })
+        }))
     }
 }
 

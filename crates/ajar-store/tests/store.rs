@@ -196,9 +196,9 @@ async fn concurrent_writers_share_commits_and_one_bad_unit_fails_alone() {
         let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(store);
         // Ids take 5 bits a byte: spell each one out so none collide by accident.
         let numbered = |i: u8, requester: &str| {
-            let mut request = pending(i, requester, 1);
-            request.id = RequestId::from_random([i % 32, i / 32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-            request
+            let mut record = pending(i, requester, 1).record().clone();
+            record.id = RequestId::from_random([i % 32, i / 32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+            Request::restore(record)
         };
         let existing = numbered(200, "alice");
         store.insert_request(&existing, vec![event(Action::Requested, "first")]).await.expect("insert");
@@ -353,9 +353,10 @@ async fn replicas_on_postgres_keep_one_chain_and_hear_each_others_changes() {
     for (replica, store) in [("a", a.clone()), ("b", b.clone())] {
         writers.push(tokio::spawn(async move {
             for i in 0..40u8 {
-                let mut request = pending(1, "alice", 1);
+                let mut record = pending(1, "alice", 1).record().clone();
                 let side = if replica == "a" { 1 } else { 2 };
-                request.id = RequestId::from_random([i % 32, i / 32, side, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                record.id = RequestId::from_random([i % 32, i / 32, side, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                let request = Request::restore(record);
                 store.insert_request(&request, vec![event(Action::Requested, replica)]).await.expect("insert");
                 store.append_audit(vec![event(Action::Login, replica)]).await.expect("append");
             }
