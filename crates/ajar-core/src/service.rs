@@ -299,8 +299,8 @@ impl Core {
         })?;
         let driver = self
             .drivers
-            .get(&target.driver)
-            .ok_or_else(|| DriverError::permanent(format!("driver {} is not running on this server", target.driver)))?;
+            .get(&target.kind())
+            .ok_or_else(|| DriverError::permanent(format!("driver {} is not running on this server", target.kind())))?;
         Ok((target.clone(), driver.clone()))
     }
 
@@ -445,7 +445,7 @@ impl Core {
         let Ok((target, driver)) = self.driver_for(&catalog, &request) else { return };
         // A cloud driver's rules and instances are the same for every
         // replica: the replica that made the change has acted on them.
-        if target.driver.is_shared() {
+        if target.kind().is_shared() {
             return;
         }
         match (request.state, request.ends_at) {
@@ -617,7 +617,7 @@ impl Core {
     // ---- targets ----------------------------------------------------------
 
     pub fn connect_info(&self, target: &Target) -> Option<Opened> {
-        self.drivers.get(&target.driver).and_then(|d| d.connect_info(target))
+        self.drivers.get(&target.kind()).and_then(|d| d.connect_info(target, None))
     }
 
     pub fn targets(&self, who: &Principal) -> Vec<TargetView> {
@@ -687,7 +687,7 @@ impl Core {
         let connect = if open {
             self.catalog()
                 .target(request.target.as_str())
-                .and_then(|t| self.drivers.get(&t.driver).and_then(|d| d.grant_connect_info(&request.id, t)))
+                .and_then(|t| self.drivers.get(&t.kind()).and_then(|d| d.connect_info(t, Some(&request.id))))
         } else {
             None
         };
@@ -880,36 +880,32 @@ impl Core {
         let catalog = self.catalog();
         let mut observed_ids = BTreeSet::new();
         for (kind, driver) in &self.drivers {
-            // Paths that ended on their own end their grants first, so that
-            // the plan below does not open them again.
-            match driver.ended_early().await {
-                Ok(ended) => {
-                    for EndedEarly { id, why } in ended {
-                        let Some(at) = active.iter().position(|r| r.id == id) else { continue };
-                        let request = active.remove(at);
-                        info!(request = %id, driver = %kind, why = %why, "reconcile: the path ended on its own; ending the grant");
-                        if let Some(change) = request.withdraw(why, now) {
-                            match self.apply(&request, change).await {
-                                Ok(_) | Err(CoreError::Conflict) => {}
-                                Err(e) => warn!(request = %id, error = %e, "cannot end a grant whose path ended"),
-                            }
-                        }
-                    }
-                }
-                Err(e) => warn!(driver = %kind, error = %e, "cannot ask the driver which paths ended on their own"),
-            }
-            let observed = match driver.observe().await {
+            let observation = match driver.observe().await {
                 Ok(o) => o,
                 Err(e) => {
                     warn!(driver = %kind, error = %e, "cannot observe the driver; skipping it this round");
                     continue;
                 }
             };
+            // Paths that ended on their own end their grants first, so that
+            // the plan below does not open them again.
+            for EndedEarly { id, why } in observation.ended_early {
+                let Some(at) = active.iter().position(|r| r.id == id) else { continue };
+                let request = active.remove(at);
+                info!(request = %id, driver = %kind, why = %why, "reconcile: the path ended on its own; ending the grant");
+                if let Some(change) = request.withdraw(why, now) {
+                    match self.apply(&request, change).await {
+                        Ok(_) | Err(CoreError::Conflict) => {}
+                        Err(e) => warn!(request = %id, error = %e, "cannot end a grant whose path ended"),
+                    }
+                }
+            }
+            let observed = observation.open;
             observed_ids.extend(observed.iter().map(|o| o.id.clone()));
             let desired: Vec<GrantSpec> = active
                 .iter()
                 .filter_map(|r| {
-                    let target = catalog.target(r.target.as_str()).filter(|t| t.driver == *kind)?;
+                    let target = catalog.target(r.target.as_str()).filter(|t| t.kind() == *kind)?;
                     Some(grant_spec(r, target.clone(), r.ends_at?))
                 })
                 .collect();
@@ -927,7 +923,7 @@ impl Core {
                 match self.store.get_request(id).await {
                     Ok(Some(r))
                         if r.state == RequestState::Active
-                            && catalog.target(r.target.as_str()).is_some_and(|t| t.driver == *kind) =>
+                            && catalog.target(r.target.as_str()).is_some_and(|t| t.kind() == *kind) =>
                     {
                         continue
                     }
@@ -979,7 +975,7 @@ impl Core {
 
     async fn configure_drivers(&self, catalog: &Catalog) -> Result<(), CoreError> {
         for (kind, driver) in &self.drivers {
-            let targets: Vec<Target> = catalog.targets.iter().filter(|t| t.driver == *kind).cloned().collect();
+            let targets: Vec<Target> = catalog.targets.iter().filter(|t| t.kind() == *kind).cloned().collect();
             driver
                 .configure(&targets)
                 .await
