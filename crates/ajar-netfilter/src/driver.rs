@@ -241,3 +241,191 @@ impl<B: Backend> Driver for NatDriver<B> {
         self.backend.cleanup(targets).await
     }
 }
+
+/// The shared logic on an in-memory kernel: which element each grant
+/// lands in, the timeout the clock gives it, and what observing reads back.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use ajar_domain::{DriverSettings, GatewaySettings, Name, NatSettings};
+    use ajar_enforce::clock::ManualClock;
+    use chrono::DateTime;
+
+    use super::*;
+
+    /// Sets in memory, and the timeout each element was last written with.
+    #[derive(Default)]
+    struct Memory {
+        sets: StdMutex<Sets>,
+        timeouts: StdMutex<BTreeMap<(String, IpNet), u32>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Memory {
+        const KIND: DriverKind = DriverKind::Nftables;
+        const TOOL: &'static str = "memory";
+        const NOTE_HOLDER: &'static str = "a test element holds";
+
+        fn installed() -> bool {
+            true
+        }
+
+        fn programs(_rules: &[TargetRules]) -> Vec<(&'static str, &'static str)> {
+            Vec::new()
+        }
+
+        /// This host is never checked or changed.
+        fn check_host(_rules: &[TargetRules], _targets: &[Target]) -> Result<(), DriverError> {
+            Ok(())
+        }
+
+        fn set_name(rules: &TargetRules) -> String {
+            format!("set-{}", rules.target)
+        }
+
+        async fn sets(&self) -> Result<Sets, DriverError> {
+            Ok(self.sets.lock().unwrap().clone())
+        }
+
+        async fn apply(&self, rules: &[TargetRules], stale: &[String]) -> Result<(), DriverError> {
+            let mut sets = self.sets.lock().unwrap();
+            for r in rules {
+                sets.entry(Self::set_name(r)).or_default();
+            }
+            for set in stale {
+                sets.remove(set);
+            }
+            Ok(())
+        }
+
+        async fn put(
+            &self,
+            set: &str,
+            source: &IpNet,
+            exists: bool,
+            element: Option<(u32, &str)>,
+        ) -> Result<(), DriverError> {
+            let mut sets = self.sets.lock().unwrap();
+            let elements = sets.get_mut(set).unwrap();
+            assert_eq!(elements.iter().any(|e| e.source == *source), exists, "{set} {source}");
+            elements.retain(|e| e.source != *source);
+            if let Some((timeout, text)) = element {
+                elements.push(Element { source: *source, notes: note::parse(text) });
+                self.timeouts.lock().unwrap().insert((set.to_owned(), *source), timeout);
+            }
+            Ok(())
+        }
+
+        async fn cleanup(&self, _targets: &[Target]) -> Result<Vec<String>, DriverError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn target(name: &str, listen: &str) -> Target {
+        Target {
+            name: Name::parse(name).unwrap(),
+            address: "10.77.2.2:22".into(),
+            labels: BTreeMap::new(),
+            driver: DriverSettings::Nftables(NatSettings {
+                listen: listen.parse().unwrap(),
+                destination: "10.77.2.2:22".parse().unwrap(),
+                enable_forwarding: false,
+            }),
+        }
+    }
+
+    fn grant(n: u8, target: &Target, source: &str, ends_at: i64) -> GrantSpec {
+        GrantSpec {
+            id: RequestId::from_random([n; 12]),
+            target: target.clone(),
+            requester: Name::parse("alice").unwrap(),
+            source: SourceNet::parse(source).unwrap(),
+            ends_at: at(ends_at),
+        }
+    }
+
+    fn driver(now: i64) -> (NatDriver<Memory>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(at(now)));
+        (NatDriver::new(clock.clone()), clock)
+    }
+
+    fn open_ids(observation: &Observation) -> Vec<RequestId> {
+        let mut ids: Vec<RequestId> = observation.open.iter().map(|o| o.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn grants_of_one_source_share_an_element_timed_by_the_clock() {
+        let (nat, clock) = driver(1_000);
+        let ssh = target("ssh", "10.77.1.1:2222");
+        nat.configure(std::slice::from_ref(&ssh)).await.unwrap();
+        let (first, second) = (grant(1, &ssh, "10.77.0.2/32", 1_030), grant(2, &ssh, "10.77.0.2/32", 1_090));
+        assert_eq!(nat.open(&first).await.unwrap(), Opened { host: "10.77.1.1".into(), port: 2222 });
+        nat.open(&second).await.unwrap();
+        let key = ("set-ssh".to_owned(), second.source.net());
+        assert_eq!(nat.backend.timeouts.lock().unwrap()[&key], 90, "the later end, counted from the clock");
+        assert_eq!(nat.backend.sets.lock().unwrap()["set-ssh"].len(), 1, "one element for both grants");
+        assert_eq!(open_ids(&nat.observe().await.unwrap()), vec![first.id.clone(), second.id.clone()]);
+
+        // The clock, not the system's, says which grants have ended.
+        clock.set(at(1_040));
+        let observed = nat.observe().await.unwrap();
+        assert_eq!(open_ids(&observed), vec![second.id.clone()]);
+        assert!(observed.ended_early.is_empty());
+
+        // Closing one grant rewrites the element for the other; closing the
+        // last removes it.
+        nat.close(&first.id).await.unwrap();
+        assert_eq!(nat.backend.timeouts.lock().unwrap()[&key], 50);
+        nat.close(&second.id).await.unwrap();
+        assert!(nat.backend.sets.lock().unwrap()["set-ssh"].is_empty());
+        assert_eq!(nat.observe().await.unwrap(), Observation::default());
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_opened_says_why() {
+        let (nat, _clock) = driver(1_000);
+        let ssh = target("ssh", "10.77.1.1:2222");
+        let early = nat.open(&grant(1, &ssh, "10.77.0.2/32", 1_030)).await.unwrap_err();
+        assert!(early.transient && early.message.contains("not configured in nftables yet"), "{early:?}");
+        nat.configure(std::slice::from_ref(&ssh)).await.unwrap();
+        let v6 = nat.open(&grant(1, &ssh, "fd77::2/128", 1_030)).await.unwrap_err();
+        assert!(!v6.transient && v6.message.contains("different IP families"), "{v6:?}");
+        let mut gateway = ssh.clone();
+        gateway.driver =
+            DriverSettings::Gateway(GatewaySettings { listen: "127.0.0.1:2222".parse().unwrap(), public_host: None });
+        let wrong = nat.open(&grant(1, &gateway, "10.77.0.2/32", 1_030)).await.unwrap_err();
+        assert!(!wrong.transient && wrong.message.contains("bug in ajar"), "{wrong:?}");
+        assert!(nat.configure(&[gateway]).await.is_err(), "a gateway target is not an nftables target");
+        // An ended grant leaves nothing behind.
+        nat.open(&grant(2, &ssh, "10.77.0.3/32", 999)).await.unwrap();
+        assert!(nat.backend.sets.lock().unwrap()["set-ssh"].is_empty());
+    }
+
+    #[tokio::test]
+    async fn elements_ajar_did_not_write_and_sets_of_gone_targets_are_removed() {
+        let (nat, _clock) = driver(1_000);
+        let (ssh, db) = (target("ssh", "10.77.1.1:2222"), target("db", "10.77.1.1:5432"));
+        nat.configure(&[ssh.clone(), db]).await.unwrap();
+        let foreign: IpNet = "192.0.2.0/24".parse().unwrap();
+        nat.backend.sets.lock().unwrap().get_mut("set-ssh").unwrap().push(Element { source: foreign, notes: None });
+        assert_eq!(nat.observe().await.unwrap(), Observation::default());
+        assert!(nat.backend.sets.lock().unwrap()["set-ssh"].is_empty(), "the hand-made element is gone");
+
+        nat.configure(std::slice::from_ref(&ssh)).await.unwrap();
+        let names: Vec<String> = nat.backend.sets.lock().unwrap().keys().cloned().collect();
+        assert_eq!(names, ["set-ssh"]);
+        // A fresh driver without targets removes what an earlier run left.
+        let (fresh, _clock) = driver(1_000);
+        fresh.backend.sets.lock().unwrap().insert("set-old".into(), Vec::new());
+        fresh.configure(&[]).await.unwrap();
+        assert!(fresh.backend.sets.lock().unwrap().is_empty());
+    }
+}
