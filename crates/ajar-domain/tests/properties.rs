@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use ajar_domain::policy::{evaluate, Ask, Principal};
 use ajar_domain::{
-    Access, Catalog, DriverSettings, GatewaySettings, GrantDuration, Name, Policy, Request, RequestId, RequestState, SourceNet, Subject,
-    Target, TargetSelector, Timestamp, User,
+    Access, Catalog, DriverSettings, GatewaySettings, GrantDuration, Name, Policy, Request, RequestId, RequestState,
+    SourceNet, Subject, Target, TargetSelector, Timestamp, User,
 };
 use proptest::prelude::*;
 

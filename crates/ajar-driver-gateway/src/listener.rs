@@ -75,7 +75,8 @@ pub(crate) async fn accept_loop(task: ListenerTask) {
         // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6
         // addresses; grants and events speak plain IPv4.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let admitted = covering(&task.grants.borrow(), &task.target, peer.ip(), task.clock.now()).map(|(id, _)| id.clone());
+        let admitted =
+            covering(&task.grants.borrow(), &task.target, peer.ip(), task.clock.now()).map(|(id, _)| id.clone());
         let Some(grant) = admitted else {
             // Dropping the socket closes it before a single byte is read or
             // written, and the target is never contacted. The TCP handshake

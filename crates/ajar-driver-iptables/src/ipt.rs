@@ -69,14 +69,8 @@ impl Backend for Ipt {
     /// One ipset command: `add -exist` replaces the timeout and comment of
     /// an element that is there, `del -exist` is a no-op for one that is
     /// not, so whether the element `exists` does not matter.
-    async fn put(
-        &self,
-        set: &str,
-        source: &IpNet,
-        _exists: bool,
-        element: Option<(u32, &str)>,
-    ) -> Result<(), DriverError> {
-        let args = match element {
+    async fn put(&self, set: &str, source: &IpNet, _exists: bool, to: Option<(u32, &str)>) -> Result<(), DriverError> {
+        let args = match to {
             Some((secs, note)) => render::add_element(set, source, secs, note),
             None => render::delete_element(set, source),
         };

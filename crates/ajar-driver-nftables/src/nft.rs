@@ -51,14 +51,8 @@ impl Backend for Nft {
         apply(render::configure(rules, stale)).await
     }
 
-    async fn put(
-        &self,
-        set: &str,
-        source: &IpNet,
-        exists: bool,
-        element: Option<(u32, &str)>,
-    ) -> Result<(), DriverError> {
-        apply(render::replace_element(set, source, exists, element)).await
+    async fn put(&self, set: &str, source: &IpNet, exists: bool, to: Option<(u32, &str)>) -> Result<(), DriverError> {
+        apply(render::replace_element(set, source, exists, to)).await
     }
 
     /// Deletes ajar's table and so every rule and granted source in it.

@@ -14,9 +14,9 @@ use ipnet::IpNet;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use crate::host;
 use crate::note::{self, NoteEntry};
 use crate::rules::{self, TargetRules};
-use crate::host;
 
 /// ajar's sets in the kernel by name, with their elements.
 pub type Sets = BTreeMap<String, Vec<Element>>;
@@ -74,11 +74,10 @@ pub trait Backend: Send + Sync + 'static {
     /// names any more.
     async fn apply(&self, rules: &[TargetRules], stale: &[String]) -> Result<(), DriverError>;
 
-    /// Replaces the element for `source` in `set` (where one `exists`):
-    /// with `Some((timeout, note))` it admits `source` for `timeout`
-    /// seconds and carries `note`; with `None` it is removed.
-    async fn put(&self, set: &str, source: &IpNet, exists: bool, element: Option<(u32, &str)>)
-        -> Result<(), DriverError>;
+    /// Replaces the element for `source` in `set` (where one `exists`) by
+    /// what it is to be: with `Some((timeout, note))` it admits `source`
+    /// for `timeout` seconds and carries `note`; with `None` it is removed.
+    async fn put(&self, set: &str, source: &IpNet, exists: bool, to: Option<(u32, &str)>) -> Result<(), DriverError>;
 
     /// Removes everything this tool holds of ajar's (`ajar server
     /// --cleanup`) and says what went. `targets` are the configured
@@ -300,18 +299,12 @@ mod tests {
             Ok(())
         }
 
-        async fn put(
-            &self,
-            set: &str,
-            source: &IpNet,
-            exists: bool,
-            element: Option<(u32, &str)>,
-        ) -> Result<(), DriverError> {
+        async fn put(&self, set: &str, source: &IpNet, had: bool, to: Option<(u32, &str)>) -> Result<(), DriverError> {
             let mut sets = self.sets.lock().unwrap();
             let elements = sets.get_mut(set).unwrap();
-            assert_eq!(elements.iter().any(|e| e.source == *source), exists, "{set} {source}");
+            assert_eq!(elements.iter().any(|e| e.source == *source), had, "{set} {source}");
             elements.retain(|e| e.source != *source);
-            if let Some((timeout, text)) = element {
+            if let Some((timeout, text)) = to {
                 elements.push(Element { source: *source, notes: note::parse(text) });
                 self.timeouts.lock().unwrap().insert((set.to_owned(), *source), timeout);
             }

@@ -49,9 +49,8 @@ pub fn connect_info(target: &Target, kind: DriverKind) -> Option<Opened> {
 /// The DNAT settings of `target` if the `kind` driver serves it.
 fn settings(target: &Target, kind: DriverKind) -> Option<&ajar_domain::NatSettings> {
     match (&target.driver, kind) {
-        (DriverSettings::Nftables(nat), DriverKind::Nftables) | (DriverSettings::Iptables(nat), DriverKind::Iptables) => {
-            Some(nat)
-        }
+        (DriverSettings::Nftables(nat), DriverKind::Nftables)
+        | (DriverSettings::Iptables(nat), DriverKind::Iptables) => Some(nat),
         _ => None,
     }
 }
