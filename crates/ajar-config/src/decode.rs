@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ajar_domain::catalog::{GatewaySettings, NatSettings};
-use ajar_domain::{AwsSettings, DriverKind, GrantDuration, Name, Policy, Subject, Target, TargetSelector, User};
+use ajar_domain::{
+    DriverKind, DriverSettings, GatewaySettings, GrantDuration, Name, NatSettings, Policy, Subject, Target,
+    TargetSelector, User,
+};
 use toml_edit::Table;
 
 use crate::reader::{Field, Located, Reader, TableView};
@@ -444,16 +446,16 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
     };
     // `None` is an error (a missing table is reported below); `Some(None)`
     // means the target uses no AWS driver.
-    let aws: Option<Option<AwsSettings>> = match driver.as_ref().map(|d| d.value) {
+    let aws: Option<Option<DriverSettings>> = match driver.as_ref().map(|d| d.value) {
         Some(DriverKind::AwsSg) => t.get("aws_sg").map(|f| {
             r.table(&f, aws::SG_KEYS)
                 .and_then(|a| aws::security_group(r, &a, address.as_ref()))
-                .map(AwsSettings::SecurityGroup)
+                .map(DriverSettings::AwsSg)
         }),
         Some(DriverKind::AwsInstance) => t.get("aws_instance").map(|f| {
             r.table(&f, aws::INSTANCE_KEYS)
                 .and_then(|a| aws::instance(r, &a, address.as_ref()))
-                .map(AwsSettings::Instance)
+                .map(DriverSettings::AwsInstance)
         }),
         _ => Some(None),
     };
@@ -493,28 +495,19 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
         (_, Some(Some(n))) => n.listen.clone(),
         _ => None,
     };
+    // The settings of the target's own driver; a missing or invalid table
+    // has been reported above, and leaves no target.
     let target = (|| {
-        let gateway = match gateway? {
-            Some((listen, public_host)) => Some(GatewaySettings { listen: listen?.value, public_host: public_host? }),
-            None => None,
+        let driver = match driver?.value {
+            DriverKind::Gateway => {
+                let (listen, public_host) = gateway??;
+                DriverSettings::Gateway(GatewaySettings { listen: listen?.value, public_host: public_host? })
+            }
+            DriverKind::Nftables => DriverSettings::Nftables(nat??.settings()?),
+            DriverKind::Iptables => DriverSettings::Iptables(nat??.settings()?),
+            DriverKind::AwsSg | DriverKind::AwsInstance => aws??,
         };
-        let nat = match nat? {
-            Some(n) => Some(NatSettings {
-                listen: n.listen?.value,
-                destination: n.destination?,
-                enable_forwarding: n.enable_forwarding?,
-            }),
-            None => None,
-        };
-        Some(Target {
-            name: name.as_ref()?.value.clone(),
-            address: address?.value,
-            driver: driver?.value,
-            labels: labels.clone()?,
-            gateway,
-            nat,
-            aws: aws?,
-        })
+        Some(Target { name: name.as_ref()?.value.clone(), address: address?.value, labels: labels.clone()?, driver })
     })();
     TargetDraft { name, labels: labels.unwrap_or_default(), listen, target }
 }
@@ -524,6 +517,17 @@ struct NatDraft {
     listen: Option<Located<SocketAddr>>,
     destination: Option<SocketAddr>,
     enable_forwarding: Option<bool>,
+}
+
+impl NatDraft {
+    /// The settings, when every part is valid.
+    fn settings(self) -> Option<NatSettings> {
+        Some(NatSettings {
+            listen: self.listen?.value,
+            destination: self.destination?,
+            enable_forwarding: self.enable_forwarding?,
+        })
+    }
 }
 
 /// Reads `nftables = { ... }` or `iptables = { ... }`. The kernel rewrites

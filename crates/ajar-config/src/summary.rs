@@ -18,7 +18,7 @@ pub fn summary(config: &Config) -> String {
     let catalog = &config.catalog;
     let mut drivers: BTreeMap<DriverKind, usize> = BTreeMap::new();
     for target in &catalog.targets {
-        *drivers.entry(target.driver).or_default() += 1;
+        *drivers.entry(target.kind()).or_default() += 1;
     }
     let drivers: Vec<String> = drivers.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
     let drivers = if drivers.is_empty() { String::new() } else { format!(" ({})", drivers.join(", ")) };

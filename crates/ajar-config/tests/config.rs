@@ -147,13 +147,13 @@ fn the_example_parses_into_the_catalog() {
 
     let db = catalog.target("db-prod").unwrap();
     assert_eq!(db.address, "10.0.3.12:5432");
-    assert_eq!(db.driver, DriverKind::Gateway);
+    assert_eq!(db.kind(), DriverKind::Gateway);
     assert_eq!(db.labels.get("env").map(String::as_str), Some("prod"));
-    let gateway = db.gateway.as_ref().unwrap();
+    let gateway = db.driver.gateway().unwrap();
     assert_eq!(gateway.listen, "0.0.0.0:15432".parse::<SocketAddr>().unwrap());
     assert_eq!(gateway.public_host, None);
     let ssh = catalog.target("ssh-bastion").unwrap();
-    assert_eq!(ssh.gateway.as_ref().unwrap().public_host.as_deref(), Some("gw.example.com"));
+    assert_eq!(ssh.driver.gateway().unwrap().public_host.as_deref(), Some("gw.example.com"));
 
     let policy = &catalog.policies[0];
     assert_eq!(policy.name.as_str(), "dev-prod-db");
@@ -1095,16 +1095,16 @@ driver = "iptables"
 iptables = { listen = "[fd77:1::1]:2222", enable_forwarding = true }
 "#);
     let nft = config.catalog.target("ssh-prod").unwrap();
-    assert_eq!(nft.driver, DriverKind::Nftables);
-    assert_eq!(nft.gateway, None);
-    let settings = nft.nat.as_ref().unwrap();
+    assert_eq!(nft.kind(), DriverKind::Nftables);
+    assert_eq!(nft.driver.gateway(), None);
+    let settings = nft.driver.nat().unwrap();
     assert_eq!(settings.listen, "10.77.1.1:2222".parse::<SocketAddr>().unwrap());
     assert_eq!(settings.destination, "10.77.2.2:22".parse::<SocketAddr>().unwrap());
     assert!(!settings.enable_forwarding);
     let ipt = config.catalog.target("ssh-v6").unwrap();
-    assert_eq!(ipt.driver, DriverKind::Iptables);
-    assert_eq!(ipt.gateway, None);
-    let settings = ipt.nat.as_ref().unwrap();
+    assert_eq!(ipt.kind(), DriverKind::Iptables);
+    assert_eq!(ipt.driver.gateway(), None);
+    let settings = ipt.driver.nat().unwrap();
     assert_eq!(settings.listen, "[fd77:1::1]:2222".parse::<SocketAddr>().unwrap());
     assert_eq!(settings.destination, "[fd77:2::2]:22".parse::<SocketAddr>().unwrap());
     assert!(settings.enable_forwarding);
@@ -1198,21 +1198,21 @@ address = "10.0.3.12:5432"
 driver = "aws-instance"
 aws_instance = { region = "us-east-1", ami = "ami-0abc1234", instance_type = "t3.micro", subnet_id = "subnet-0abc1234", security_group_ids = ["sg-0def5678"], listen_port = 15432, warm_pool = 2, instance_profile = "ajar-app", key_name = "ops", tags = { team = "payments" }, launch_timeout = "90s", idle_timeout = "15m" }
 "#);
-    use ajar_domain::{AwsSettings, IpProtocol};
+    use ajar_domain::{DriverSettings, IpProtocol};
     let web = config.catalog.target("web-ssh").unwrap();
-    assert_eq!(web.driver, DriverKind::AwsSg);
-    let Some(AwsSettings::SecurityGroup(sg)) = &web.aws else { panic!("{web:?}") };
+    assert_eq!(web.kind(), DriverKind::AwsSg);
+    let DriverSettings::AwsSg(sg) = &web.driver else { panic!("{web:?}") };
     assert_eq!(sg.security_group_id, "sg-0abc1234");
     assert_eq!(sg.api.region.as_deref(), Some("us-east-1"));
     assert_eq!(sg.api.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
     assert_eq!((sg.protocol, sg.ports.clone(), sg.rule_quota), (IpProtocol::Tcp, vec![22], 60), "defaults");
     let both = config.catalog.target("web-both").unwrap();
-    let Some(AwsSettings::SecurityGroup(sg)) = &both.aws else { panic!("{both:?}") };
+    let DriverSettings::AwsSg(sg) = &both.driver else { panic!("{both:?}") };
     assert_eq!((sg.protocol, sg.ports.clone(), sg.rule_quota), (IpProtocol::Udp, vec![443, 8443], 200));
     assert_eq!(sg.network_interface_ids, vec!["eni-0abc1234".to_owned()]);
     let db = config.catalog.target("db-via-app-server").unwrap();
-    assert_eq!(db.driver, DriverKind::AwsInstance);
-    let Some(AwsSettings::Instance(i)) = &db.aws else { panic!("{db:?}") };
+    assert_eq!(db.kind(), DriverKind::AwsInstance);
+    let DriverSettings::AwsInstance(i) = &db.driver else { panic!("{db:?}") };
     assert_eq!(
         (i.ami.as_str(), i.instance_type.as_str(), i.subnet_id.as_str()),
         ("ami-0abc1234", "t3.micro", "subnet-0abc1234")
@@ -1223,7 +1223,7 @@ aws_instance = { region = "us-east-1", ami = "ami-0abc1234", instance_type = "t3
     assert_eq!(i.destination, "10.0.3.12:5432".parse::<SocketAddr>().unwrap());
     assert_eq!((i.instance_profile.as_deref(), i.key_name.as_deref()), (Some("ajar-app"), Some("ops")));
     assert_eq!(i.tags.get("team").map(String::as_str), Some("payments"));
-    assert_eq!((db.gateway.clone(), db.nat.clone()), (None, None));
+    assert_eq!((db.driver.gateway(), db.driver.nat()), (None, None));
 }
 
 #[test]

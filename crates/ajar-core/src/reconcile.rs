@@ -74,31 +74,27 @@ impl Core {
     async fn converge_drivers(&self, mut active: Vec<Request>, now: Timestamp) {
         let catalog = self.catalog();
         for (kind, driver) in &self.drivers {
-            // Paths that ended on their own end their grants first, so that
-            // the plan below does not open them again.
-            match driver.ended_early().await {
-                Ok(ended) => {
-                    for EndedEarly { id, why } in ended {
-                        let Some(at) = active.iter().position(|r| r.id == id) else { continue };
-                        let request = active.remove(at);
-                        info!(request = %id, driver = %kind, why = %why, "reconcile: the path ended on its own; ending the grant");
-                        if let Some(change) = request.withdraw(why, now) {
-                            match self.apply(&request, change).await {
-                                Ok(_) | Err(CoreError::Conflict) => {}
-                                Err(e) => warn!(request = %id, error = %e, "cannot end a grant whose path ended"),
-                            }
-                        }
-                    }
-                }
-                Err(e) => warn!(driver = %kind, error = %e, "cannot ask the driver which paths ended on their own"),
-            }
-            let observed = match driver.observe().await {
+            let observation = match driver.observe().await {
                 Ok(o) => o,
                 Err(e) => {
                     warn!(driver = %kind, error = %e, "cannot observe the driver; skipping it this round");
                     continue;
                 }
             };
+            // Paths that ended on their own end their grants first, so that
+            // the plan below does not open them again.
+            for EndedEarly { id, why } in observation.ended_early {
+                let Some(at) = active.iter().position(|r| r.id == id) else { continue };
+                let request = active.remove(at);
+                info!(request = %id, driver = %kind, why = %why, "reconcile: the path ended on its own; ending the grant");
+                if let Some(change) = request.withdraw(why, now) {
+                    match self.apply(&request, change).await {
+                        Ok(_) | Err(CoreError::Conflict) => {}
+                        Err(e) => warn!(request = %id, error = %e, "cannot end a grant whose path ended"),
+                    }
+                }
+            }
+            let observed = observation.open;
             let mine: Vec<&Request> = active
                 .iter()
                 .filter(|r| catalog.target(r.target.as_str()).is_some_and(|t| t.kind() == *kind))

@@ -79,7 +79,7 @@ impl Core {
         let connect = if open {
             self.catalog()
                 .target(request.target.as_str())
-                .and_then(|t| self.drivers.get(&t.kind()).and_then(|d| d.grant_connect_info(&request.id, t)))
+                .and_then(|t| self.drivers.get(&t.kind()).and_then(|d| d.connect_info(t, Some(&request.id))))
         } else {
             None
         };

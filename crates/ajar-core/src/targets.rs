@@ -21,7 +21,7 @@ pub struct TargetView {
 
 impl Core {
     pub fn connect_info(&self, target: &Target) -> Option<Opened> {
-        self.drivers.get(&target.kind()).and_then(|d| d.connect_info(target))
+        self.drivers.get(&target.kind()).and_then(|d| d.connect_info(target, None))
     }
 
     pub fn targets(&self, who: &Principal) -> Vec<TargetView> {

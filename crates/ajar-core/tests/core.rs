@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use ajar_core::{Core, CoreSettings, ManualClock};
 use ajar_domain::policy::{Ask, Principal};
 use ajar_domain::{Action, DriverKind, EnforcementStatus, GrantDuration, RequestId, RequestState, Target, Timestamp};
-use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
+use ajar_enforce::{Driver, DriverError, GrantSpec, Observation, Observed, Opened};
 use ajar_store::{AuditScope, RequestFilter, SqliteStore, Store};
 
 /// What a [`Recording`] driver has open, and what it was told.
@@ -64,22 +64,23 @@ impl Driver for Recording {
         Ok(())
     }
 
-    async fn observe(&self) -> Result<Vec<Observed>, DriverError> {
-        Ok(self
+    async fn observe(&self) -> Result<Observation, DriverError> {
+        let open = self
             .paths()
             .open
             .values()
-            .map(|g| Observed {
-                id: g.id.clone(),
-                target: g.target.name.to_string(),
-                source: g.source,
-                ends_at: g.ends_at,
-            })
-            .collect())
+            .map(|g| Observed { id: g.id.clone(), target: g.target.name.to_string(), source: g.source, ends_at: g.ends_at })
+            .collect();
+        Ok(Observation { open, ended_early: Vec::new() })
     }
 
-    fn connect_info(&self, _target: &Target) -> Option<Opened> {
+    fn connect_info(&self, _target: &Target, _grant: Option<&RequestId>) -> Option<Opened> {
         Some(Opened { host: "127.0.0.1".into(), port: 2222 })
+    }
+
+    async fn cleanup(&self, _targets: &[Target]) -> Result<Vec<String>, DriverError> {
+        let closed = std::mem::take(&mut self.paths().open);
+        Ok(closed.keys().map(|id| format!("closed {id}")).collect())
     }
 }
 

@@ -15,24 +15,15 @@ pub struct Target {
     pub name: Name,
     /// `host:port` of the critical server, as the data plane reaches it.
     pub address: String,
-    pub driver: DriverKind,
     pub labels: BTreeMap<String, String>,
-    /// Settings of the built-in gateway, present exactly when `driver` is
-    /// [`DriverKind::Gateway`].
-    pub gateway: Option<GatewaySettings>,
-    /// Settings of the kernel DNAT drivers, present exactly when `driver` is
-    /// [`DriverKind::Nftables`] or [`DriverKind::Iptables`].
-    pub nat: Option<NatSettings>,
-    /// Settings of the AWS drivers, present exactly when `driver` is
-    /// [`DriverKind::AwsSg`] or [`DriverKind::AwsInstance`] (and of the
-    /// matching variant).
-    pub aws: Option<AwsSettings>,
+    /// Which driver enforces this target, with that driver's settings.
+    pub driver: DriverSettings,
 }
 
 impl Target {
     /// Which driver enforces this target.
     pub fn kind(&self) -> DriverKind {
-        self.driver
+        self.driver.kind()
     }
 
     /// Where a grant on this target reaches, in words: the address, and for
@@ -51,8 +42,8 @@ impl Target {
             }
             at
         };
-        match &self.aws {
-            Some(AwsSettings::SecurityGroup(sg)) => {
+        match &self.driver {
+            DriverSettings::AwsSg(sg) => {
                 let ports: Vec<String> = sg.ports.iter().map(u16::to_string).collect();
                 format!(
                     "{} (security group {} in {}, {} port {})",
@@ -63,11 +54,66 @@ impl Target {
                     ports.join(",")
                 )
             }
-            Some(AwsSettings::Instance(i)) => {
+            DriverSettings::AwsInstance(i) => {
                 format!("{} (from subnet {} in {})", self.address, i.subnet_id, region(&i.api))
             }
-            None => self.address.clone(),
+            DriverSettings::Gateway(_) | DriverSettings::Nftables(_) | DriverSettings::Iptables(_) => {
+                self.address.clone()
+            }
         }
+    }
+}
+
+/// The driver of a target with its settings: a target has exactly the
+/// settings of its own driver, so no driver has to ask whether they are
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverSettings {
+    /// `driver = "gateway"`: ajar's own userspace TCP gateway.
+    Gateway(GatewaySettings),
+    /// `driver = "nftables"`: kernel DNAT in nftables' table `inet ajar`.
+    Nftables(NatSettings),
+    /// `driver = "iptables"`: kernel DNAT in ajar's iptables chains.
+    Iptables(NatSettings),
+    /// `driver = "aws-sg"`: ingress rules in a security group.
+    AwsSg(AwsSgSettings),
+    /// `driver = "aws-instance"`: an app server per grant.
+    AwsInstance(AwsInstanceSettings),
+}
+
+impl DriverSettings {
+    /// Which driver these settings are for.
+    pub fn kind(&self) -> DriverKind {
+        match self {
+            DriverSettings::Gateway(_) => DriverKind::Gateway,
+            DriverSettings::Nftables(_) => DriverKind::Nftables,
+            DriverSettings::Iptables(_) => DriverKind::Iptables,
+            DriverSettings::AwsSg(_) => DriverKind::AwsSg,
+            DriverSettings::AwsInstance(_) => DriverKind::AwsInstance,
+        }
+    }
+
+    /// The gateway's settings, for a gateway target.
+    pub fn gateway(&self) -> Option<&GatewaySettings> {
+        match self {
+            DriverSettings::Gateway(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The DNAT settings, for a target of either kernel DNAT driver.
+    pub fn nat(&self) -> Option<&NatSettings> {
+        match self {
+            DriverSettings::Nftables(n) | DriverSettings::Iptables(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// Shows the driver's name, as the config writes it (`driver = "..."`).
+impl fmt::Display for DriverSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.kind().fmt(f)
     }
 }
 
@@ -92,13 +138,6 @@ pub struct NatSettings {
     /// Whether ajar may turn on IP forwarding at start when it is off,
     /// instead of refusing to start.
     pub enable_forwarding: bool,
-}
-
-/// What an AWS driver needs to know about a target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AwsSettings {
-    SecurityGroup(AwsSgSettings),
-    Instance(AwsInstanceSettings),
 }
 
 /// Which AWS endpoint a driver talks to. `None` falls back to the SDK's
@@ -209,8 +248,8 @@ impl DriverKind {
         matches!(self, DriverKind::AwsSg | DriverKind::AwsInstance)
     }
 
-    /// Whether the driver programs the kernel through DNAT and reads
-    /// [`Target::nat`].
+    /// Whether the driver programs the kernel through DNAT (its settings are
+    /// [`NatSettings`]).
     pub fn is_nat(self) -> bool {
         matches!(self, DriverKind::Nftables | DriverKind::Iptables)
     }
@@ -347,26 +386,24 @@ mod tests {
         Target {
             name: Name::parse("db").expect("valid"),
             address: address.to_owned(),
-            driver: DriverKind::Gateway,
             labels: BTreeMap::new(),
-            gateway: Some(GatewaySettings { listen: "127.0.0.1:15432".parse().expect("addr"), public_host: None }),
-            nat: None,
-            aws: None,
+            driver: DriverSettings::Gateway(GatewaySettings {
+                listen: "127.0.0.1:15432".parse().expect("addr"),
+                public_host: None,
+            }),
         }
     }
 
     fn sg(address: &str, group: &str, ports: Vec<u16>) -> Target {
         Target {
-            driver: DriverKind::AwsSg,
-            gateway: None,
-            aws: Some(AwsSettings::SecurityGroup(AwsSgSettings {
+            driver: DriverSettings::AwsSg(AwsSgSettings {
                 api: AwsApi { region: Some("eu-west-1".into()), endpoint_url: None },
                 security_group_id: group.into(),
                 protocol: IpProtocol::Tcp,
                 ports,
                 rule_quota: 60,
                 network_interface_ids: Vec::new(),
-            })),
+            }),
             ..target(address)
         }
     }
@@ -376,7 +413,10 @@ mod tests {
         assert_eq!(target("10.0.0.1:5432").destination(), "10.0.0.1:5432");
         assert_ne!(target("10.0.0.1:5432").destination(), target("10.0.0.2:5432").destination());
         let other_listen = Target {
-            gateway: Some(GatewaySettings { listen: "127.0.0.1:25432".parse().expect("addr"), public_host: None }),
+            driver: DriverSettings::Gateway(GatewaySettings {
+                listen: "127.0.0.1:25432".parse().expect("addr"),
+                public_host: None,
+            }),
             labels: [("env".to_owned(), "prod".to_owned())].into(),
             ..target("10.0.0.1:5432")
         };

@@ -17,8 +17,8 @@ pub mod source;
 pub mod text;
 
 pub use audit::{Action, AuditData, AuditEvent, ChainBreak, NewAuditEvent};
-pub use catalog::{Access, Catalog, DriverKind, Policy, Subject, Target, TargetSelector, User};
-pub use catalog::{AwsApi, AwsInstanceSettings, AwsSettings, AwsSgSettings, IpProtocol};
+pub use catalog::{Access, Catalog, DriverKind, DriverSettings, Policy, Subject, Target, TargetSelector, User};
+pub use catalog::{AwsApi, AwsInstanceSettings, AwsSgSettings, GatewaySettings, IpProtocol, NatSettings};
 pub use duration::GrantDuration;
 pub use identity::ExternalIdentity;
 pub use name::Name;

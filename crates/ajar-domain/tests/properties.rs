@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use ajar_domain::policy::{evaluate, Ask, Principal};
 use ajar_domain::{
-    Access, Catalog, DriverKind, GrantDuration, Name, Policy, Request, RequestId, RequestState, SourceNet, Subject,
-    Target, TargetSelector, Timestamp, User,
+    Access, Catalog, DriverSettings, GatewaySettings, GrantDuration, Name, Policy, Request, RequestId, RequestState,
+    SourceNet, Subject, Target, TargetSelector, Timestamp, User,
 };
 use proptest::prelude::*;
 
@@ -34,11 +34,11 @@ fn catalog(approvals: u32, max_secs: u64, approver_mask: u8, sources: Vec<Source
         targets: vec![Target {
             name: name("db"),
             address: "10.0.0.1:5432".into(),
-            driver: DriverKind::Gateway,
             labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
-            gateway: None,
-            nat: None,
-            aws: None,
+            driver: DriverSettings::Gateway(GatewaySettings {
+                listen: "127.0.0.1:15432".parse().expect("addr"),
+                public_host: None,
+            }),
         }],
         policies: vec![Policy {
             name: name("p"),

@@ -9,8 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ajar_domain::{AwsApi, AwsInstanceSettings, AwsSettings, RequestId, SourceNet, Target};
-use ajar_enforce::{Driver, DriverError, EndedEarly, GrantSpec, Observed, Opened};
+use ajar_domain::{AwsApi, AwsInstanceSettings, DriverKind, DriverSettings, RequestId, SourceNet, Target, Timestamp};
+use ajar_enforce::clock::Clock;
+use ajar_enforce::{Driver, DriverError, EndedEarly, GrantSpec, Observation, Observed, Opened};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, Instance, InstanceMetadataEndpointState,
     InstanceMetadataOptionsRequest, InstanceMetadataTagsState, InstanceStateName, InstanceType, ResourceType,
@@ -51,8 +52,10 @@ struct State {
 
 struct Inner {
     clients: Clients,
+    /// What time it is, to tell an early end from the end.
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
-    /// Where each open grant's instance is reached, for `grant_connect_info`.
+    /// Where each open grant's instance is reached, for `connect_info`.
     addresses: std::sync::Mutex<BTreeMap<RequestId, Opened>>,
 }
 
@@ -60,12 +63,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct AwsInstance {
     inner: Arc<Inner>,
-}
-
-impl Default for AwsInstance {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// What ajar reads from one of its instances.
@@ -105,10 +102,13 @@ impl Seen {
 }
 
 impl AwsInstance {
-    pub fn new() -> Self {
+    /// A driver that has configured nothing yet and reads the time from
+    /// `clock`. It calls AWS only for targets that use it.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 clients: Clients::default(),
+                clock,
                 state: Mutex::new(State::default()),
                 addresses: std::sync::Mutex::new(BTreeMap::new()),
             }),
@@ -184,8 +184,8 @@ impl AwsInstance {
     }
 
     /// Terminates every instance of the configured targets, assigned or
-    /// warm (`ajar server --cleanup`, after `configure`). Returns their ids.
-    pub async fn cleanup(&self) -> Result<Vec<String>, DriverError> {
+    /// warm. Returns their ids.
+    async fn terminate_all(&self) -> Result<Vec<String>, DriverError> {
         let state = self.inner.state.lock().await;
         let mut ended = Vec::new();
         for (client, names) in state.apis.values() {
@@ -194,6 +194,100 @@ impl AwsInstance {
             if !ids.is_empty() {
                 terminate(client, &ids).await?;
                 ended.extend(ids);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Every grant that has a live instance. Along the way: extra instances
+    /// of one grant, stopped ones, and ones whose tags make no sense are
+    /// terminated, and the warm pools are topped up.
+    async fn live_grants(&self) -> Result<Vec<Observed>, DriverError> {
+        let state = self.inner.state.lock().await;
+        let mut observed = Vec::new();
+        let mut addresses = BTreeMap::new();
+        for (api, (client, names)) in &state.apis {
+            let names: Vec<String> = names.iter().cloned().collect();
+            let instances = list(client, &names, &[]).await?;
+            let mut doomed = Vec::new();
+            let mut by_grant: BTreeMap<&str, Vec<&Seen>> = BTreeMap::new();
+            for seen in instances.iter().filter(|s| s.tag(tags::GRANT).is_some()) {
+                if !seen.is_live() {
+                    if seen.state != InstanceStateName::ShuttingDown && seen.state != InstanceStateName::Terminated {
+                        doomed.push(seen.id.clone());
+                    }
+                    continue;
+                }
+                by_grant.entry(seen.tag(tags::GRANT).unwrap_or_default()).or_default().push(seen);
+            }
+            for (grant, mut seen) in by_grant {
+                // One instance per grant: the oldest stays.
+                seen.sort_by_key(|s| (s.launched, s.id.clone()));
+                doomed.extend(seen.iter().skip(1).map(|s| s.id.clone()));
+                let keep = seen[0];
+                let parsed = (|| {
+                    let id = RequestId::parse(grant)?;
+                    let source = SourceNet::parse(keep.tag(tags::SOURCE)?).ok()?;
+                    let ends_at = tags::parse_end(keep.tag(tags::ENDS_AT)?)?;
+                    Some(Observed { id, target: keep.tag(tags::TARGET)?.to_owned(), source, ends_at })
+                })();
+                match parsed {
+                    Some(o) => {
+                        if let (Some(address), Some(c)) = (keep.address, state.targets.get(&o.target)) {
+                            addresses.insert(
+                                o.id.clone(),
+                                Opened { host: address.to_string(), port: c.settings.listen_port },
+                            );
+                        }
+                        observed.push(o);
+                    }
+                    None => {
+                        warn!(instance = %keep.id, "aws-instance: terminating an instance tagged by ajar for no grant it can read");
+                        doomed.push(keep.id.clone());
+                    }
+                }
+            }
+            if !doomed.is_empty() {
+                terminate(client, &doomed).await?;
+            }
+            Self::maintain_pools(&state, &instances, api, client).await?;
+        }
+        *self.inner.addresses.lock().unwrap_or_else(|e| e.into_inner()) = addresses;
+        Ok(observed)
+    }
+
+    /// Grants whose app server shut itself down (`poweroff` inside it) well
+    /// before the grant's end: the idle watch of `idle_timeout`, or someone
+    /// on the instance. AWS names such a shutdown
+    /// `Client.InstanceInitiatedShutdown`; terminations through the API
+    /// (ajar's own closes) are user-initiated and not reported.
+    async fn ended_early(&self) -> Result<Vec<EndedEarly>, DriverError> {
+        let state = self.inner.state.lock().await;
+        let now = self.inner.clock.now();
+        let mut ended = Vec::new();
+        for (client, names) in state.apis.values() {
+            let names: Vec<String> = names.iter().cloned().collect();
+            let filters = [
+                Filter::builder().name(format!("tag:{}", tags::TARGET)).set_values(Some(names)).build(),
+                Filter::builder().name("tag-key").values(tags::GRANT).build(),
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(vec!["shutting-down".to_owned(), "terminated".to_owned()]))
+                    .build(),
+                Filter::builder().name("state-reason-code").values(SELF_SHUTDOWN).build(),
+            ];
+            let answer = client
+                .describe_instances()
+                .set_filters(Some(filters.to_vec()))
+                .send()
+                .await
+                .map_err(|e| describe("list app servers that shut themselves down", e))?;
+            for seen in answer.reservations().iter().flat_map(|r| r.instances()).map(Seen::of) {
+                let idle =
+                    seen.tag(tags::TARGET).and_then(|t| state.targets.get(t)).and_then(|c| c.settings.idle_timeout);
+                if let Some(found) = self_ended(&seen, idle, now) {
+                    ended.push(found);
+                }
             }
         }
         Ok(ended)
@@ -210,11 +304,8 @@ impl Driver for AwsInstance {
         let mut state = self.inner.state.lock().await;
         let mut configured = BTreeMap::new();
         for target in targets {
-            let Some(AwsSettings::Instance(settings)) = &target.aws else {
-                return Err(DriverError::permanent(format!(
-                    "target {} has no aws_instance table: add aws_instance = {{ ami = \"ami-...\", ... }} to it",
-                    target.name
-                )));
+            let DriverSettings::AwsInstance(settings) = &target.driver else {
+                return Err(DriverError::wrong_driver(DriverKind::AwsInstance, target));
             };
             let client = self.inner.clients.get(&settings.api).await?;
             if let Err(e) = client.describe_subnets().subnet_ids(&settings.subnet_id).send().await {
@@ -362,107 +453,42 @@ impl Driver for AwsInstance {
         Ok(())
     }
 
-    /// Every grant that has a live instance. Along the way: extra instances
-    /// of one grant, stopped ones, and ones whose tags make no sense are
-    /// terminated, and the warm pools are topped up.
-    async fn observe(&self) -> Result<Vec<Observed>, DriverError> {
-        let state = self.inner.state.lock().await;
-        let mut observed = Vec::new();
-        let mut addresses = BTreeMap::new();
-        for (api, (client, names)) in &state.apis {
-            let names: Vec<String> = names.iter().cloned().collect();
-            let instances = list(client, &names, &[]).await?;
-            let mut doomed = Vec::new();
-            let mut by_grant: BTreeMap<&str, Vec<&Seen>> = BTreeMap::new();
-            for seen in instances.iter().filter(|s| s.tag(tags::GRANT).is_some()) {
-                if !seen.is_live() {
-                    if seen.state != InstanceStateName::ShuttingDown && seen.state != InstanceStateName::Terminated {
-                        doomed.push(seen.id.clone());
-                    }
-                    continue;
-                }
-                by_grant.entry(seen.tag(tags::GRANT).unwrap_or_default()).or_default().push(seen);
-            }
-            for (grant, mut seen) in by_grant {
-                // One instance per grant: the oldest stays.
-                seen.sort_by_key(|s| (s.launched, s.id.clone()));
-                doomed.extend(seen.iter().skip(1).map(|s| s.id.clone()));
-                let keep = seen[0];
-                let parsed = (|| {
-                    let id = RequestId::parse(grant)?;
-                    let source = SourceNet::parse(keep.tag(tags::SOURCE)?).ok()?;
-                    let ends_at = tags::parse_end(keep.tag(tags::ENDS_AT)?)?;
-                    Some(Observed { id, target: keep.tag(tags::TARGET)?.to_owned(), source, ends_at })
-                })();
-                match parsed {
-                    Some(o) => {
-                        if let (Some(address), Some(c)) = (keep.address, state.targets.get(&o.target)) {
-                            addresses.insert(
-                                o.id.clone(),
-                                Opened { host: address.to_string(), port: c.settings.listen_port },
-                            );
-                        }
-                        observed.push(o);
-                    }
-                    None => {
-                        warn!(instance = %keep.id, "aws-instance: terminating an instance tagged by ajar for no grant it can read");
-                        doomed.push(keep.id.clone());
-                    }
-                }
-            }
-            if !doomed.is_empty() {
-                terminate(client, &doomed).await?;
-            }
-            Self::maintain_pools(&state, &instances, api, client).await?;
-        }
-        *self.inner.addresses.lock().unwrap_or_else(|e| e.into_inner()) = addresses;
-        Ok(observed)
+    /// What AWS says is open, and which app servers ended before their
+    /// grants. Being unable to ask about the early ends does not stop the
+    /// rest: the open paths are still worth reconciling, and the next round
+    /// asks again.
+    async fn observe(&self) -> Result<Observation, DriverError> {
+        let ended_early = self.ended_early().await.unwrap_or_else(|e| {
+            warn!(error = %e, "aws-instance: cannot ask AWS which app servers shut themselves down; the next reconcile asks again");
+            Vec::new()
+        });
+        let open = self.live_grants().await?;
+        Ok(Observation { open, ended_early })
     }
 
-    /// Grants whose app server shut itself down (`poweroff` inside it) well
-    /// before the grant's end: the idle watch of `idle_timeout`, or someone
-    /// on the instance. AWS names such a shutdown
-    /// `Client.InstanceInitiatedShutdown`; terminations through the API
-    /// (ajar's own closes) are user-initiated and not reported.
-    async fn ended_early(&self) -> Result<Vec<EndedEarly>, DriverError> {
-        let state = self.inner.state.lock().await;
-        let now = chrono::Utc::now();
-        let mut ended = Vec::new();
-        for (client, names) in state.apis.values() {
-            let names: Vec<String> = names.iter().cloned().collect();
-            let filters = [
-                Filter::builder().name(format!("tag:{}", tags::TARGET)).set_values(Some(names)).build(),
-                Filter::builder().name("tag-key").values(tags::GRANT).build(),
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(vec!["shutting-down".to_owned(), "terminated".to_owned()]))
-                    .build(),
-                Filter::builder().name("state-reason-code").values(SELF_SHUTDOWN).build(),
-            ];
-            let answer = client
-                .describe_instances()
-                .set_filters(Some(filters.to_vec()))
-                .send()
-                .await
-                .map_err(|e| describe("list app servers that shut themselves down", e))?;
-            for seen in answer.reservations().iter().flat_map(|r| r.instances()).map(Seen::of) {
-                let idle =
-                    seen.tag(tags::TARGET).and_then(|t| state.targets.get(t)).and_then(|c| c.settings.idle_timeout);
-                if let Some(found) = self_ended(&seen, idle, now) {
-                    ended.push(found);
-                }
-            }
-        }
-        Ok(ended)
-    }
-
-    /// The address differs per grant: see [`Driver::grant_connect_info`].
-    fn connect_info(&self, _target: &Target) -> Option<Opened> {
-        None
-    }
-
-    fn grant_connect_info(&self, id: &RequestId, _target: &Target) -> Option<Opened> {
+    /// The address differs per grant: the open grant's own instance, as
+    /// last observed or opened; nothing for the target as a whole.
+    fn connect_info(&self, _target: &Target, grant: Option<&RequestId>) -> Option<Opened> {
+        let id = grant?;
         self.inner.addresses.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Terminates every app server of `targets`, granted and warm. Without
+    /// targets there is nowhere to look.
+    async fn cleanup(&self, targets: &[Target]) -> Result<Vec<String>, DriverError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.configure(targets).await.map_err(|e| e.context("cannot reach the aws-instance targets"))?;
+        let ended = self.terminate_all().await.map_err(|e| e.context("cannot terminate ajar's app servers"))?;
+        if ended.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "terminated {} app servers (granted and warm) of the aws-instance targets: {}",
+            ended.len(),
+            ended.join(", ")
+        )])
     }
 }
 
@@ -475,7 +501,7 @@ const END_MARGIN_SECS: i64 = 10;
 
 /// The early end `seen` (an instance that shut itself down) stands for, if
 /// its grant had not reached its end by `now`.
-fn self_ended(seen: &Seen, idle: Option<Duration>, now: chrono::DateTime<chrono::Utc>) -> Option<EndedEarly> {
+fn self_ended(seen: &Seen, idle: Option<Duration>, now: Timestamp) -> Option<EndedEarly> {
     let id = RequestId::parse(seen.tag(tags::GRANT)?)?;
     let ends_at = tags::parse_end(seen.tag(tags::ENDS_AT)?)?;
     if ends_at - now <= chrono::Duration::seconds(END_MARGIN_SECS) {

@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ajar_domain::{AwsApi, AwsSettings, AwsSgSettings, RequestId, SourceNet, Target};
-use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
+use ajar_domain::{AwsApi, AwsSgSettings, DriverKind, DriverSettings, RequestId, SourceNet, Target};
+use ajar_enforce::{Driver, DriverError, GrantSpec, Observation, Observed, Opened};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification,
@@ -103,9 +103,8 @@ impl AwsSecurityGroup {
 
 impl AwsSecurityGroup {
     /// Revokes every rule ajar tagged in the groups of the configured
-    /// targets (`ajar server --cleanup`, after `configure`). Returns how
-    /// many went; rules ajar did not tag stay.
-    pub async fn cleanup(&self) -> Result<usize, DriverError> {
+    /// targets. Returns how many went; rules ajar did not tag stay.
+    async fn revoke_all(&self) -> Result<usize, DriverError> {
         let state = self.state.lock().await;
         let mut removed = 0;
         for group in state.groups.values() {
@@ -127,11 +126,8 @@ impl Driver for AwsSecurityGroup {
         let mut state = self.state.lock().await;
         let mut configured = BTreeMap::new();
         for target in targets {
-            let Some(AwsSettings::SecurityGroup(settings)) = &target.aws else {
-                return Err(DriverError::permanent(format!(
-                    "target {} has no aws_sg table: add aws_sg = {{ security_group_id = \"sg-...\" }} to it",
-                    target.name
-                )));
+            let DriverSettings::AwsSg(settings) = &target.driver else {
+                return Err(DriverError::wrong_driver(DriverKind::AwsSg, target));
             };
             let client = self.clients.get(&settings.api).await?;
             let answer = client.describe_security_groups().group_ids(&settings.security_group_id).send().await;
@@ -262,8 +258,9 @@ impl Driver for AwsSecurityGroup {
 
     /// Every grant ajar's rules still stand for. A grant counts as open only
     /// when every port of its target has its rule. Rules tagged by ajar
-    /// that stand for no grant are revoked here.
-    async fn observe(&self) -> Result<Vec<Observed>, DriverError> {
+    /// that stand for no grant are revoked here. A rule does not end on its
+    /// own, so nothing is reported as ended early.
+    async fn observe(&self) -> Result<Observation, DriverError> {
         let state = self.state.lock().await;
         // (grant, target) → source, end and the ports seen.
         let mut seen: BTreeMap<(RequestId, String), (SourceNet, chrono::DateTime<Utc>, BTreeSet<i32>)> =
@@ -286,22 +283,40 @@ impl Driver for AwsSecurityGroup {
                 }
             }
         }
-        Ok(seen
+        let open = seen
             .into_iter()
             .filter(|((_, target), (_, _, ports))| match state.targets.get(target) {
                 Some((settings, _)) => settings.ports.iter().all(|p| ports.contains(&i32::from(*p))),
                 None => true,
             })
             .map(|((id, target), (source, ends_at, _))| Observed { id, target, source, ends_at })
-            .collect())
+            .collect();
+        Ok(Observation { open, ended_early: Vec::new() })
     }
 
-    /// Clients connect straight to the target: the rule only lets them in.
-    fn connect_info(&self, target: &Target) -> Option<Opened> {
-        match &target.aws {
-            Some(AwsSettings::SecurityGroup(settings)) => connect(target, settings),
+    /// Clients connect straight to the target, whichever grant: the rule
+    /// only lets them in.
+    fn connect_info(&self, target: &Target, _grant: Option<&RequestId>) -> Option<Opened> {
+        match &target.driver {
+            DriverSettings::AwsSg(settings) => connect(target, settings),
             _ => None,
         }
+    }
+
+    /// Revokes every rule ajar tagged in the groups of `targets`; rules
+    /// ajar did not tag stay. Without targets there is no group to look in.
+    async fn cleanup(&self, targets: &[Target]) -> Result<Vec<String>, DriverError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.configure(targets).await.map_err(|e| e.context("cannot reach the aws-sg targets' security groups"))?;
+        let removed = self.revoke_all().await.map_err(|e| e.context("cannot revoke ajar's security-group rules"))?;
+        if removed == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "revoked {removed} security-group rules tagged by ajar in the aws-sg targets' groups; rules ajar did not tag are untouched"
+        )])
     }
 }
 

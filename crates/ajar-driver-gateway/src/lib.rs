@@ -16,8 +16,9 @@
 //! table's watch and a timer set to the latest deadline of the grants that
 //! cover it (linkerd's pattern). Every table change re-evaluates coverage,
 //! so a connection is cut as soon as its last covering grant is closed or
-//! replaced, and at its deadline by the gateway's own clock even when the
-//! control plane is unreachable. Stopping a listener (the target left the
+//! replaced, and at its deadline by the gateway's own timer even when the
+//! control plane is unreachable. What time it is comes from the [`Clock`]
+//! given to [`Gateway::new`]; tokio's timers only do the waiting. Stopping a listener (the target left the
 //! config or moved) cuts its connections too.
 //!
 //! Every connection's end is reported as a [`ConnectionEvent`] on the
@@ -31,12 +32,11 @@ mod relay;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ajar_domain::catalog::GatewaySettings;
-use ajar_domain::{DriverKind, RequestId, Target};
-use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
-use chrono::Utc;
+use ajar_domain::{DriverKind, GatewaySettings, RequestId, Target};
+use ajar_enforce::clock::Clock;
+use ajar_enforce::{Driver, DriverError, GrantSpec, Observation, Observed, Opened};
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc::UnboundedSender, watch};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +56,7 @@ const BACKLOG: u32 = 65_535;
 /// every connection.
 pub struct Gateway {
     events: UnboundedSender<ConnectionEvent>,
+    clock: Arc<dyn Clock>,
     grants: watch::Sender<GrantTable>,
     /// Bound listeners by target name. A std mutex is enough: it is never
     /// held across an await (binding is synchronous).
@@ -75,10 +76,12 @@ struct Listener {
 
 impl Gateway {
     /// A gateway with no listeners and no grants, reporting connection
-    /// events on `events`. Must be used within a tokio runtime.
-    pub fn new(events: UnboundedSender<ConnectionEvent>) -> Self {
+    /// events on `events` and judging deadlines by `clock`. Must be used
+    /// within a tokio runtime.
+    pub fn new(events: UnboundedSender<ConnectionEvent>, clock: Arc<dyn Clock>) -> Self {
         Self {
             events,
+            clock,
             grants: watch::Sender::new(GrantTable::new()),
             listeners: Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
@@ -114,6 +117,7 @@ impl Gateway {
             upstream: upstream_rx,
             grants: self.grants.subscribe(),
             events: self.events.clone(),
+            clock: self.clock.clone(),
             stop: stop.clone(),
         }));
         Ok(Listener { settings: settings.clone(), local, upstream, stop })
@@ -156,20 +160,21 @@ fn opened(settings: &GatewaySettings, port: u16) -> Opened {
 
 #[async_trait::async_trait]
 impl Driver for Gateway {
-    /// Binds a listener for every target with `driver = "gateway"` and
-    /// gateway settings, and stops (cutting their connections) the
-    /// listeners of targets that are gone or moved to another listen
-    /// address. Listeners already bound on the same address are kept, so
-    /// calling it again with the same list changes nothing; a changed
-    /// target address applies to new connections. All bind failures are
-    /// reported together, as a permanent error; the other targets are
-    /// configured regardless.
+    /// Binds a listener for every target (all `driver = "gateway"`), and
+    /// stops (cutting their connections) the listeners of targets that are
+    /// gone or moved to another listen address. Listeners already bound on
+    /// the same address are kept, so calling it again with the same list
+    /// changes nothing; a changed target address applies to new
+    /// connections. All bind failures are reported together, as a
+    /// permanent error; the other targets are configured regardless.
     async fn configure(&self, targets: &[Target]) -> Result<(), DriverError> {
-        let wanted: BTreeMap<&str, (&Target, &GatewaySettings)> = targets
+        let wanted = targets
             .iter()
-            .filter(|t| t.driver == DriverKind::Gateway)
-            .filter_map(|t| t.gateway.as_ref().map(|g| (t.name.as_str(), (t, g))))
-            .collect();
+            .map(|t| match t.driver.gateway() {
+                Some(g) => Ok((t.name.as_str(), (t, g))),
+                None => Err(DriverError::wrong_driver(DriverKind::Gateway, t)),
+            })
+            .collect::<Result<BTreeMap<&str, (&Target, &GatewaySettings)>, _>>()?;
         let mut listeners = self.listeners();
         // Stop first, so that a target moving between addresses that
         // overlap (127.0.0.1:5432 to 0.0.0.0:5432) can bind its new one.
@@ -216,16 +221,19 @@ impl Driver for Gateway {
     /// earlier version).
     async fn open(&self, grant: &GrantSpec) -> Result<Opened, DriverError> {
         let name = grant.target.name.as_str();
+        if grant.target.driver.gateway().is_none() {
+            return Err(DriverError::wrong_driver(DriverKind::Gateway, &grant.target));
+        }
         let opened = {
             let listeners = self.listeners();
             let listener = listeners.get(name).ok_or_else(|| {
                 DriverError::permanent(format!(
-                    "target {name} has no gateway listener: give it driver = \"gateway\" and a gateway.listen address"
+                    "target {name} has no gateway listener: it was not among the targets this gateway was configured with, or its gateway.listen address could not be bound (the configuration error says why)"
                 ))
             })?;
             opened(&listener.settings, listener.local.port())
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         let entry = GrantEntry { target: name.to_owned(), source: grant.source, ends_at: grant.ends_at };
         self.grants.send_if_modified(|table| {
             // Expired grants cover nothing; `observe` (every reconcile)
@@ -256,9 +264,10 @@ impl Driver for Gateway {
         Ok(())
     }
 
-    /// The grants that have not ended yet.
-    async fn observe(&self) -> Result<Vec<Observed>, DriverError> {
-        let now = Utc::now();
+    /// The grants that have not ended yet. A gateway path ends only with
+    /// its grant, so nothing is reported as ended early.
+    async fn observe(&self) -> Result<Observation, DriverError> {
+        let now = self.clock.now();
         let mut observed = Vec::new();
         self.grants.send_if_modified(|table| {
             table.retain(|g| g.ends_at > now);
@@ -270,7 +279,7 @@ impl Driver for Gateway {
             }));
             false
         });
-        Ok(observed)
+        Ok(Observation { open: observed, ended_early: Vec::new() })
     }
 
     /// Where clients connect for `target`: the address its listener
@@ -279,12 +288,9 @@ impl Driver for Gateway {
     /// fixed. `host` is `public_host` if set, else the listen IP (an IPv6
     /// one without brackets); for a wildcard listen address (0.0.0.0 or ::)
     /// without `public_host` it is empty, and the caller fills in the host
-    /// name it knows itself by.
-    fn connect_info(&self, target: &Target) -> Option<Opened> {
-        if target.driver != DriverKind::Gateway {
-            return None;
-        }
-        let settings = target.gateway.as_ref()?;
+    /// name it knows itself by. It is the same for every grant.
+    fn connect_info(&self, target: &Target, _grant: Option<&RequestId>) -> Option<Opened> {
+        let settings = target.driver.gateway()?;
         let bound = self
             .listeners()
             .get(target.name.as_str())
@@ -295,5 +301,11 @@ impl Driver for Gateway {
             None if settings.listen.port() != 0 => Some(opened(settings, settings.listen.port())),
             None => None,
         }
+    }
+
+    /// The gateway installs nothing outside this process: its listeners
+    /// and connections end with it.
+    async fn cleanup(&self, _targets: &[Target]) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
     }
 }

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ajar_domain::RequestId;
-use chrono::Utc;
+use ajar_enforce::clock::Clock;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc::UnboundedSender, watch};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -40,6 +41,8 @@ pub(crate) struct ListenerTask {
     pub(crate) upstream: watch::Receiver<String>,
     pub(crate) grants: watch::Receiver<GrantTable>,
     pub(crate) events: UnboundedSender<ConnectionEvent>,
+    /// What time it is, to judge the grants' deadlines.
+    pub(crate) clock: Arc<dyn Clock>,
     /// Cancelled when the target is removed or moves to another listen
     /// address; stops the loop and cuts every connection it accepted.
     pub(crate) stop: CancellationToken,
@@ -72,7 +75,8 @@ pub(crate) async fn accept_loop(task: ListenerTask) {
         // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6
         // addresses; grants and events speak plain IPv4.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let admitted = covering(&task.grants.borrow(), &task.target, peer.ip(), Utc::now()).map(|(id, _)| id.clone());
+        let admitted =
+            covering(&task.grants.borrow(), &task.target, peer.ip(), task.clock.now()).map(|(id, _)| id.clone());
         let Some(grant) = admitted else {
             // Dropping the socket closes it before a single byte is read or
             // written, and the target is never contacted. The TCP handshake
@@ -104,6 +108,7 @@ pub(crate) async fn accept_loop(task: ListenerTask) {
             upstream: task.upstream.borrow().clone(),
             grants: task.grants.clone(),
             events: task.events.clone(),
+            clock: task.clock.clone(),
             stop: task.stop.clone(),
             grant,
         };
@@ -129,6 +134,7 @@ struct Connection {
     upstream: String,
     grants: watch::Receiver<GrantTable>,
     events: UnboundedSender<ConnectionEvent>,
+    clock: Arc<dyn Clock>,
     stop: CancellationToken,
     /// The covering grant with the latest deadline, as last evaluated.
     grant: RequestId,
@@ -141,7 +147,7 @@ async fn serve(mut c: Connection) {
     let peer_ip = c.peer.ip();
 
     let connected = tokio::select! {
-        () = until_uncovered(&mut c.grants, &c.target, peer_ip, &mut c.grant, &c.stop) => None,
+        () = until_uncovered(&mut c.grants, &c.target, peer_ip, &mut c.grant, c.clock.as_ref(), &c.stop) => None,
         connected = timeout(CONNECT_TIMEOUT, TcpStream::connect(c.upstream.as_str())) => Some(connected),
     };
     let mut upstream = match connected {
@@ -170,7 +176,7 @@ async fn serve(mut c: Connection) {
 
     let counters = Counters::default();
     let ended_by = tokio::select! {
-        () = until_uncovered(&mut c.grants, &c.target, peer_ip, &mut c.grant, &c.stop) => EndedBy::GrantEnded,
+        () = until_uncovered(&mut c.grants, &c.target, peer_ip, &mut c.grant, c.clock.as_ref(), &c.stop) => EndedBy::GrantEnded,
         ended_by = relay(&mut c.client, &mut upstream, &counters) => ended_by,
     };
     // Close both sockets before reporting, so that "closed" in the audit log
@@ -207,12 +213,13 @@ async fn until_uncovered(
     target: &str,
     peer: IpAddr,
     grant: &mut RequestId,
+    clock: &dyn Clock,
     stop: &CancellationToken,
 ) {
     loop {
         let ends_at = {
             let table = grants.borrow_and_update();
-            let Some((id, ends_at)) = covering(&table, target, peer, Utc::now()) else {
+            let Some((id, ends_at)) = covering(&table, target, peer, clock.now()) else {
                 return;
             };
             if id != grant {
@@ -220,10 +227,10 @@ async fn until_uncovered(
             }
             ends_at
         };
-        // The deadline is wall-clock time; the timer runs on the monotonic
-        // clock, so convert at every evaluation. Waking a little early is
-        // harmless: the loop evaluates again and waits for the rest.
-        let remaining = (ends_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        // The deadline is wall-clock time; the timer runs on tokio's
+        // monotonic clock, so convert at every evaluation. Waking a little
+        // early is harmless: the loop evaluates again and waits for the rest.
+        let remaining = (ends_at - clock.now()).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
             () = stop.cancelled() => return,
             () = sleep_until(Instant::now() + remaining) => {}

@@ -11,9 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ajar_domain::catalog::GatewaySettings;
-use ajar_domain::{DriverKind, Name, RequestId, SourceNet, Target};
+use ajar_domain::{DriverSettings, GatewaySettings, Name, RequestId, SourceNet, Target};
 use ajar_driver_gateway::{ConnectionEvent, ConnectionEventKind, EndedBy, Gateway};
+use ajar_enforce::clock::SystemClock;
 use ajar_enforce::{Driver, GrantSpec, Opened};
 use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,11 +74,8 @@ fn target(name: &str, address: SocketAddr, listen: &str) -> Target {
     Target {
         name: Name::parse(name).unwrap(),
         address: address.to_string(),
-        driver: DriverKind::Gateway,
         labels: Default::default(),
-        gateway: Some(GatewaySettings { listen: listen.parse().unwrap(), public_host: None }),
-        nat: None,
-        aws: None,
+        driver: DriverSettings::Gateway(GatewaySettings { listen: listen.parse().unwrap(), public_host: None }),
     }
 }
 
@@ -87,10 +84,10 @@ impl Harness {
     async fn start() -> Self {
         let echo = Echo::start().await;
         let (tx, events) = unbounded_channel();
-        let gateway = Gateway::new(tx);
+        let gateway = Gateway::new(tx, Arc::new(SystemClock));
         let target = target("db", echo.addr, "127.0.0.1:0");
         gateway.configure(std::slice::from_ref(&target)).await.unwrap();
-        let Opened { host, port } = gateway.connect_info(&target).unwrap();
+        let Opened { host, port } = gateway.connect_info(&target, None).unwrap();
         assert_eq!(host, "127.0.0.1");
         assert_ne!(port, 0, "connect_info reports the bound port, not 0");
         Self { gateway, events, echo, target, port }
@@ -242,7 +239,7 @@ async fn connections_are_cut_at_the_deadline_and_new_ones_refused() {
     let event = h.next_event().await;
     assert_eq!(event.kind, ConnectionEventKind::Refused { suppressed: 0 });
     assert_eq!(h.echo.accepts(), 1);
-    assert!(h.gateway.observe().await.unwrap().is_empty());
+    assert!(h.gateway.observe().await.unwrap().open.is_empty());
 }
 
 #[tokio::test]
@@ -315,15 +312,15 @@ async fn reconfiguring_keeps_moves_and_removes_listeners() {
 
     // The same list again changes nothing: same port, connection alive.
     h.gateway.configure(std::slice::from_ref(&h.target)).await.unwrap();
-    assert_eq!(h.gateway.connect_info(&h.target).map(|o| o.port), Some(h.port));
+    assert_eq!(h.gateway.connect_info(&h.target, None).map(|o| o.port), Some(h.port));
     round_trip(&mut stream, b"again").await;
 
     // A new target address applies to new connections.
     let moved = Echo::start().await;
     let mut retargeted = target("db", moved.addr, "127.0.0.1:0");
-    retargeted.gateway = h.target.gateway.clone();
+    retargeted.driver = h.target.driver.clone();
     h.gateway.configure(std::slice::from_ref(&retargeted)).await.unwrap();
-    assert_eq!(h.gateway.connect_info(&retargeted).map(|o| o.port), Some(h.port));
+    assert_eq!(h.gateway.connect_info(&retargeted, None).map(|o| o.port), Some(h.port));
     let mut fresh = h.connect(GRANTED).await;
     round_trip(&mut fresh, b"new address").await;
     assert_eq!((h.echo.accepts(), moved.accepts()), (1, 1));
@@ -342,13 +339,13 @@ async fn reconfiguring_keeps_moves_and_removes_listeners() {
     socket.bind(SocketAddr::from((GRANTED, 0))).unwrap();
     let refused = socket.connect(SocketAddr::from(([127, 0, 0, 1], h.port))).await;
     assert!(refused.is_err(), "the listener is still accepting");
-    assert!(h.gateway.connect_info(&h.target).is_none());
+    assert!(h.gateway.connect_info(&h.target, None).is_none());
 }
 
 #[tokio::test]
 async fn bind_failures_name_the_address_the_target_and_the_fix() {
     let (tx, _events) = unbounded_channel();
-    let gateway = Gateway::new(tx);
+    let gateway = Gateway::new(tx, Arc::new(SystemClock));
     let holder = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let taken = holder.local_addr().unwrap();
     let busy = target("db-prod", taken, &taken.to_string());
@@ -360,7 +357,7 @@ async fn bind_failures_name_the_address_the_target_and_the_fix() {
         format!("cannot listen on {taken} for target db-prod: address in use; choose another gateway.listen")
     );
     // The other target was configured regardless.
-    assert!(gateway.connect_info(&fine).is_some_and(|o| o.port != 0));
+    assert!(gateway.connect_info(&fine, None).is_some_and(|o| o.port != 0));
     drop(holder);
 }
 
@@ -370,7 +367,7 @@ async fn observe_open_and_close_are_idempotent() {
     let grant = h.grant(1, GRANTED, Duration::from_secs(60)).await;
     h.grant(1, GRANTED, Duration::from_secs(60)).await;
     let other = h.grant(2, STRANGER, Duration::from_secs(30)).await;
-    let mut ids: Vec<RequestId> = h.gateway.observe().await.unwrap().into_iter().map(|o| o.id).collect();
+    let mut ids: Vec<RequestId> = h.gateway.observe().await.unwrap().open.into_iter().map(|o| o.id).collect();
     ids.sort();
     let mut want = vec![grant.id.clone(), other.id.clone()];
     want.sort();
@@ -381,7 +378,7 @@ async fn observe_open_and_close_are_idempotent() {
     changed.source = SourceNet::parse("127.0.0.0/24").unwrap();
     changed.ends_at += chrono::Duration::seconds(60);
     h.gateway.open(&changed).await.unwrap();
-    let observed = h.gateway.observe().await.unwrap();
+    let observed = h.gateway.observe().await.unwrap().open;
     let seen = observed.iter().find(|o| o.id == grant.id).unwrap();
     assert_eq!((seen.target.as_str(), seen.source, seen.ends_at), ("db", changed.source, changed.ends_at));
 
@@ -389,14 +386,14 @@ async fn observe_open_and_close_are_idempotent() {
     h.gateway.close(&grant.id).await.unwrap();
     h.gateway.close(&grant.id).await.unwrap();
     h.gateway.close(&RequestId::from_random([9; 12])).await.unwrap();
-    let ids: Vec<RequestId> = h.gateway.observe().await.unwrap().into_iter().map(|o| o.id).collect();
+    let ids: Vec<RequestId> = h.gateway.observe().await.unwrap().open.into_iter().map(|o| o.id).collect();
     assert_eq!(ids, vec![other.id.clone()]);
 
     // A grant that has already ended is not admitted.
     let mut ended = other.clone();
     ended.ends_at = Utc::now() - chrono::Duration::seconds(1);
     h.gateway.open(&ended).await.unwrap();
-    assert!(h.gateway.observe().await.unwrap().is_empty());
+    assert!(h.gateway.observe().await.unwrap().open.is_empty());
 
     // A target without a listener cannot be opened.
     let mut unknown = other.clone();
@@ -409,31 +406,31 @@ async fn observe_open_and_close_are_idempotent() {
 #[tokio::test]
 async fn connect_info_hosts() {
     let (tx, _events) = unbounded_channel();
-    let gateway = Gateway::new(tx);
+    let gateway = Gateway::new(tx, Arc::new(SystemClock));
     let echo: SocketAddr = "127.0.0.1:9".parse().unwrap();
     // Not bound yet, but the port is fixed: the configured address.
     let mut wildcard = target("db", echo, "0.0.0.0:15432");
-    assert_eq!(gateway.connect_info(&wildcard), Some(Opened { host: String::new(), port: 15432 }));
-    let settings = wildcard.gateway.as_mut().unwrap();
+    assert_eq!(gateway.connect_info(&wildcard, None), Some(Opened { host: String::new(), port: 15432 }));
+    let DriverSettings::Gateway(settings) = &mut wildcard.driver else { panic!("{wildcard:?}") };
     settings.public_host = Some("gw.example.com".into());
-    assert_eq!(gateway.connect_info(&wildcard), Some(Opened { host: "gw.example.com".into(), port: 15432 }));
+    assert_eq!(gateway.connect_info(&wildcard, None), Some(Opened { host: "gw.example.com".into(), port: 15432 }));
     assert_eq!(
-        gateway.connect_info(&target("db", echo, "[::1]:15432")),
+        gateway.connect_info(&target("db", echo, "[::1]:15432"), None),
         Some(Opened { host: "::1".into(), port: 15432 })
     );
     // An ephemeral port is only known once bound.
-    assert_eq!(gateway.connect_info(&target("db", echo, "127.0.0.1:0")), None);
+    assert_eq!(gateway.connect_info(&target("db", echo, "127.0.0.1:0"), None), None);
 }
 
 #[tokio::test]
 async fn unreachable_target_is_reported_and_the_client_closed() {
     let (tx, mut events) = unbounded_channel();
-    let gateway = Gateway::new(tx);
+    let gateway = Gateway::new(tx, Arc::new(SystemClock));
     // A port that was just free: nothing listens there.
     let down = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let db = target("db", down, "127.0.0.1:0");
     gateway.configure(std::slice::from_ref(&db)).await.unwrap();
-    let port = gateway.connect_info(&db).unwrap().port;
+    let port = gateway.connect_info(&db, None).unwrap().port;
     let grant = GrantSpec {
         id: RequestId::from_random([1; 12]),
         target: db,

@@ -1,211 +1,135 @@
-//! The `iptables` driver: writes ajar's chains with `iptables-restore
-//! --noflush` (one commit per table), keeps granted sources in ipsets whose
-//! elements time out in the kernel, and reads them back with `ipset save`,
-//! so the kernel is the only copy of what is open.
+//! The iptables backend of the kernel DNAT driver: writes ajar's chains
+//! with `iptables-restore --noflush` (one commit per table), keeps granted
+//! sources in ipsets whose elements time out in the kernel, and reads them
+//! back with `ipset save`, so the kernel is the only copy of what is open.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 
-use ajar_domain::{DriverKind, RequestId, SourceNet, Target};
-use ajar_enforce::{Driver, DriverError, GrantSpec, Observed, Opened};
-use ajar_netfilter::note::{self, NoteEntry};
-use ajar_netfilter::{host, rules};
-use chrono::Utc;
+use ajar_domain::{DriverKind, Target};
+use ajar_enforce::DriverError;
+use ajar_netfilter::note;
+use ajar_netfilter::{host, Backend, Element, Sets};
 use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::render::{self, Family, SavedElement, TargetRules};
 
-/// The kernel-enforced DNAT driver on iptables and ipset. Every change goes
-/// through one mutex: opening and closing read an element, then replace it.
-pub struct Iptables {
-    /// Set name → target name, for the targets last configured.
-    sets: Mutex<BTreeMap<String, String>>,
-}
-
-impl Default for Iptables {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Iptables {
-    pub fn new() -> Self {
-        Self { sets: Mutex::new(BTreeMap::new()) }
-    }
-
-    /// Deletes ajar's jump rules, chains and sets in both families, and so
-    /// every rule and granted source ajar installed (`ajar server
-    /// --cleanup`). Returns whether there was anything to remove.
-    pub async fn cleanup() -> Result<bool, DriverError> {
-        host::require_programs("iptables", &[("iptables", "iptables"), ("ipset", "ipset")])?;
-        host::require_net_admin("iptables")?;
-        let mut removed = false;
-        for family in Family::ALL {
-            // Read first, so that a host where ajar never ran iptables gets
-            // no table created by the deletes below.
-            if !host::on_path(family.save()) || !run(family.save(), &[], None).await?.contains(":AJAR-") {
-                continue;
-            }
-            for jump in render::JUMPS {
-                // A jump inserted twice (by hand, or by two racing starts)
-                // goes too; deleting stops at the first failure.
-                while run(family.iptables(), &render::jump("-D", jump), None).await.is_ok() {
-                    removed = true;
-                }
-            }
-            for (table, _, chain) in render::JUMPS {
-                let flush = ["-w", "-t", table, "-F", chain].map(str::to_owned);
-                if run(family.iptables(), &flush, None).await.is_ok() {
-                    let delete = ["-w", "-t", table, "-X", chain].map(str::to_owned);
-                    run(family.iptables(), &delete, None).await?;
-                    removed = true;
-                }
-            }
-        }
-        for (set, _) in saved_sets().await? {
-            run("ipset", &["destroy".to_owned(), set], None).await?;
-            removed = true;
-        }
-        Ok(removed)
-    }
-
-    /// Writes the element for `source` in `set` with `entries` (dropping the
-    /// ended ones), or deletes it when none is left.
-    async fn write(set: &str, source: &IpNet, exists: bool, entries: &[NoteEntry]) -> Result<(), DriverError> {
-        let now = Utc::now();
-        let live: Vec<NoteEntry> = entries.iter().filter(|e| e.ends_at > now).cloned().collect();
-        let latest = live.iter().map(|e| e.ends_at).max();
-        let timeout = latest.and_then(|end| note::timeout_secs(end, now));
-        let text = note::render(&live);
-        if text.len() > note::MAX_NOTE_LEN {
-            return Err(DriverError::permanent(format!(
-                "{} grants share source {source} on one target, more than ajar records in one element's comment; end one of them first",
-                live.len()
-            )));
-        }
-        match timeout {
-            Some(secs) => run("ipset", &render::add_element(set, source, secs, &text), None).await.map(drop),
-            None if exists => run("ipset", &render::delete_element(set, source), None).await.map(drop),
-            None => Ok(()),
-        }
-    }
-}
+/// iptables and ipset, run as programs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ipt;
 
 #[async_trait::async_trait]
-impl Driver for Iptables {
-    /// Checks the host, creates the sets of `targets` (keeping the elements
-    /// of existing ones), rewrites ajar's chains, makes sure the jumps to
-    /// them exist, and destroys the sets of targets that are gone.
-    async fn configure(&self, targets: &[Target]) -> Result<(), DriverError> {
-        let mut sets = self.sets.lock().await;
-        let rules = targets.iter().map(TargetRules::of).collect::<Result<Vec<_>, _>>()?;
-        if rules.is_empty() && sets.is_empty() {
-            // No target uses iptables, so this server needs neither the
-            // tools nor CAP_NET_ADMIN; sets left from an earlier run are
-            // removed if this process may, else they expire on their own.
-            if host::on_path("ipset") && host::on_path("iptables") {
-                if let Ok(existing) = saved_sets().await {
-                    if !existing.is_empty() {
-                        let stale: Vec<String> = existing.into_iter().map(|(s, _)| s).collect();
-                        apply(&[], &stale).await?;
-                        info!(removed_sets = stale.len(), "iptables: no target uses iptables; removed ajar's sets");
-                    }
-                }
-            }
-            return Ok(());
-        }
+impl Backend for Ipt {
+    const KIND: DriverKind = DriverKind::Iptables;
+    const TOOL: &'static str = "iptables";
+    const NOTE_HOLDER: &'static str = "ajar records in one element's comment";
+
+    fn installed() -> bool {
+        host::on_path("ipset") && host::on_path("iptables")
+    }
+
+    /// ipset, and the iptables and restore programs of each family a target
+    /// uses.
+    fn programs(rules: &[TargetRules]) -> Vec<(&'static str, &'static str)> {
         let mut programs = vec![("ipset", "ipset")];
         for family in Family::ALL {
             if rules.iter().any(|r| render::family_of(r) == family) {
                 programs.extend([(family.iptables(), "iptables"), (family.restore(), "iptables")]);
             }
         }
-        host::require_programs("iptables", &programs)?;
-        host::require_net_admin("iptables")?;
-        host::require_forwarding("iptables", &targets.iter().collect::<Vec<_>>())?;
-        let wanted: BTreeMap<String, String> = rules.iter().map(|r| (render::set_of(r), r.target.clone())).collect();
-        let stale: Vec<String> =
-            saved_sets().await?.into_iter().map(|(s, _)| s).filter(|s| !wanted.contains_key(s)).collect();
-        apply(&rules, &stale).await?;
-        info!(targets = rules.len(), removed_sets = stale.len(), "iptables: ajar's chains and sets are in place");
-        *sets = wanted;
-        Ok(())
+        programs
     }
 
-    async fn open(&self, grant: &GrantSpec) -> Result<Opened, DriverError> {
-        let sets = self.sets.lock().await;
-        let rules = TargetRules::of(&grant.target)?;
-        let set = render::set_of(&rules);
-        if !sets.contains_key(&set) {
-            return Err(DriverError::transient(format!(
-                "target {} is not configured in iptables yet; it will be at the next reconcile",
-                rules.target
-            )));
-        }
-        rules.check_source(&grant.source)?;
-        let source = grant.source.net();
-        let elements = saved_sets().await?.into_iter().find(|(s, _)| *s == set).map(|(_, e)| e).unwrap_or_default();
-        let current = elements.iter().find(|e| e.source == source);
-        let entries =
-            note::granting(current.and_then(|e| e.comment.as_deref().and_then(note::parse)), &grant.id, grant.ends_at);
-        Self::write(&set, &source, current.is_some(), &entries).await?;
-        info!(grant = %grant.id, target_name = %rules.target, source = %grant.source, ends_at = %grant.ends_at, "iptables: grant opened");
-        Ok(rules.opened())
+    fn set_name(rules: &TargetRules) -> String {
+        render::set_of(rules)
     }
 
-    async fn close(&self, id: &RequestId) -> Result<(), DriverError> {
-        let sets = self.sets.lock().await;
-        if sets.is_empty() {
-            return Ok(());
+    async fn sets(&self) -> Result<Sets, DriverError> {
+        Ok(saved_sets()
+            .await?
+            .into_iter()
+            .map(|(set, elements)| {
+                let elements = elements
+                    .into_iter()
+                    .map(|SavedElement { source, comment, .. }| Element {
+                        source,
+                        notes: comment.as_deref().and_then(note::parse),
+                    })
+                    .collect();
+                (set, elements)
+            })
+            .collect())
+    }
+
+    async fn apply(&self, rules: &[TargetRules], stale: &[String]) -> Result<(), DriverError> {
+        apply(rules, stale).await
+    }
+
+    /// One ipset command: `add -exist` replaces the timeout and comment of
+    /// an element that is there, `del -exist` is a no-op for one that is
+    /// not, so whether the element `exists` does not matter.
+    async fn put(&self, set: &str, source: &IpNet, _exists: bool, to: Option<(u32, &str)>) -> Result<(), DriverError> {
+        let args = match to {
+            Some((secs, note)) => render::add_element(set, source, secs, note),
+            None => render::delete_element(set, source),
+        };
+        run("ipset", &args, None).await.map(drop)
+    }
+
+    /// Deletes ajar's jump rules, chains and sets in both families, and so
+    /// every rule and granted source ajar installed.
+    async fn cleanup(&self, targets: &[Target]) -> Result<Vec<String>, DriverError> {
+        // Every run of this driver leaves ipsets, so without ipset there is
+        // nothing of ajar's unless a target uses iptables, and then the
+        // check below says what is missing.
+        if targets.is_empty() && !host::on_path("ipset") {
+            return Ok(Vec::new());
         }
-        for (set, elements) in saved_sets().await? {
-            if !sets.contains_key(&set) {
-                continue;
+        let removed = remove_all().await.map_err(|e| e.context("cannot remove ajar's iptables chains and ipsets"))?;
+        Ok(removed
+            .then(|| {
+                "removed ajar's iptables chains (AJAR-PREROUTING, AJAR-FORWARD), their jump rules and ajar's ipsets: every DNAT rule and granted source ajar had installed is gone"
+                    .to_owned()
+            })
+            .into_iter()
+            .collect())
+    }
+}
+
+/// Removes ajar's jumps, chains and sets; returns whether there was
+/// anything to remove.
+async fn remove_all() -> Result<bool, DriverError> {
+    host::require_programs(Ipt::KIND.as_str(), &[("iptables", "iptables"), ("ipset", "ipset")])?;
+    host::require_net_admin(Ipt::TOOL)?;
+    let mut removed = false;
+    for family in Family::ALL {
+        // Read first, so that a host where ajar never ran iptables gets
+        // no table created by the deletes below.
+        if !host::on_path(family.save()) || !run(family.save(), &[], None).await?.contains(":AJAR-") {
+            continue;
+        }
+        for jump in render::JUMPS {
+            // A jump inserted twice (by hand, or by two racing starts)
+            // goes too; deleting stops at the first failure.
+            while run(family.iptables(), &render::jump("-D", jump), None).await.is_ok() {
+                removed = true;
             }
-            for element in elements {
-                let notes = element.comment.as_deref().and_then(note::parse);
-                let Some(rest) = notes.and_then(|notes| note::without(&notes, id)) else { continue };
-                Self::write(&set, &element.source, true, &rest).await?;
-                info!(grant = %id, source = %element.source, "iptables: grant closed");
+        }
+        for (table, _, chain) in render::JUMPS {
+            let flush = ["-w", "-t", table, "-F", chain].map(str::to_owned);
+            if run(family.iptables(), &flush, None).await.is_ok() {
+                let delete = ["-w", "-t", table, "-X", chain].map(str::to_owned);
+                run(family.iptables(), &delete, None).await?;
+                removed = true;
             }
         }
-        Ok(())
     }
-
-    /// Every grant ajar's sets still hold. Elements that carry no note of
-    /// ajar's (added by hand) grant nothing ajar knows of, so they are
-    /// removed here.
-    async fn observe(&self) -> Result<Vec<Observed>, DriverError> {
-        let sets = self.sets.lock().await;
-        let now = Utc::now();
-        let mut observed = Vec::new();
-        if sets.is_empty() {
-            return Ok(observed);
-        }
-        for (set, elements) in saved_sets().await? {
-            let Some(target) = sets.get(&set) else { continue };
-            for SavedElement { source, comment, .. } in elements {
-                match comment.as_deref().and_then(note::parse) {
-                    Some(notes) => {
-                        let Ok(source) = SourceNet::parse(&source.to_string()) else { continue };
-                        observed.extend(note::observed(notes, target, source, now));
-                    }
-                    None => {
-                        warn!(set = %set, source = %source, "iptables: removing an element ajar did not add");
-                        run("ipset", &render::delete_element(&set, &source), None).await?;
-                    }
-                }
-            }
-        }
-        Ok(observed)
+    for (set, _) in saved_sets().await? {
+        run("ipset", &["destroy".to_owned(), set], None).await?;
+        removed = true;
     }
-
-    fn connect_info(&self, target: &Target) -> Option<Opened> {
-        rules::connect_info(target, DriverKind::Iptables)
-    }
+    Ok(removed)
 }
 
 /// Brings the kernel to `rules`: sets first (a rule cannot name a missing

@@ -261,22 +261,7 @@ fn parse_source(text: &str) -> Option<IpNet> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn v4() -> TargetRules {
-        TargetRules {
-            target: "ssh-prod".into(),
-            listen: "10.77.1.1:2222".parse().unwrap(),
-            destination: "10.77.2.2:22".parse().unwrap(),
-        }
-    }
-
-    fn v6() -> TargetRules {
-        TargetRules {
-            target: "db.v6".into(),
-            listen: "[fd77:1::1]:5432".parse().unwrap(),
-            destination: "[fd77:2::2]:5432".parse().unwrap(),
-        }
-    }
+    use ajar_netfilter::rules::examples;
 
     /// Both families' restore input for one IPv4 and one IPv6 target. A
     /// change here is a change to what runs in the kernel: review it as such.
@@ -284,8 +269,8 @@ mod tests {
     fn the_rules_snapshot() {
         let got = format!(
             "# iptables-restore --noflush\n{}# ip6tables-restore --noflush\n{}",
-            restore(Family::V4, &[v4(), v6()]),
-            restore(Family::V6, &[v4(), v6()])
+            restore(Family::V4, &examples()),
+            restore(Family::V6, &examples())
         );
         let want = include_str!("../tests/snapshots/restore.rules");
         assert_eq!(got.trim(), want.trim(), "the rendered rules changed:\n{got}");
@@ -296,7 +281,7 @@ mod tests {
     #[test]
     fn no_targets_empties_the_chains() {
         assert_eq!(
-            restore(Family::V6, &[v4()]),
+            restore(Family::V6, &examples()[..1]),
             "*nat\n:AJAR-PREROUTING - [0:0]\nCOMMIT\n*filter\n:AJAR-FORWARD - [0:0]\nCOMMIT\n"
         );
     }

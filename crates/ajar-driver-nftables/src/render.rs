@@ -164,29 +164,14 @@ pub fn remove_table() -> Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn v4() -> TargetRules {
-        TargetRules {
-            target: "ssh-prod".into(),
-            listen: "10.77.1.1:2222".parse().unwrap(),
-            destination: "10.77.2.2:22".parse().unwrap(),
-        }
-    }
-
-    fn v6() -> TargetRules {
-        TargetRules {
-            target: "db.v6".into(),
-            listen: "[fd77:1::1]:5432".parse().unwrap(),
-            destination: "[fd77:2::2]:5432".parse().unwrap(),
-        }
-    }
+    use ajar_netfilter::rules::examples;
 
     /// The whole ruleset for one IPv4 and one IPv6 target, with one stale
     /// set to drop. A change here is a change to what runs in the kernel:
     /// review it as such.
     #[test]
     fn the_ruleset_snapshot() {
-        let got = serde_json::to_string_pretty(&configure(&[v4(), v6()], &["v4_old".into()])).unwrap();
+        let got = serde_json::to_string_pretty(&configure(&examples(), &["v4_old".into()])).unwrap();
         let want = include_str!("../tests/snapshots/configure.json");
         assert_eq!(got.trim(), want.trim(), "the rendered ruleset changed:\n{got}");
     }
@@ -209,7 +194,7 @@ mod tests {
     fn every_batch_fits_the_nftables_schema() {
         let host: IpNet = "10.77.0.2/32".parse().unwrap();
         for batch in [
-            configure(&[v4(), v6()], &["v4_old".into()]),
+            configure(&examples(), &["v4_old".into()]),
             replace_element("v4_ssh-prod", &host, true, Some((30, "note"))),
             remove_table(),
         ] {

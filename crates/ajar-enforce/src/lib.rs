@@ -6,7 +6,7 @@ pub mod clock;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ajar_domain::{Name, RequestId, SourceNet, Target, Timestamp};
+use ajar_domain::{DriverKind, Name, RequestId, SourceNet, Target, Timestamp};
 
 /// A grant as a driver needs to see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,15 @@ pub struct Observed {
     pub target: String,
     pub source: SourceNet,
     pub ends_at: Timestamp,
+}
+
+/// What a driver reports on a reconcile pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Everything this driver has actually opened right now.
+    pub open: Vec<Observed>,
+    /// Grants whose paths ended on their own since they were opened.
+    pub ended_early: Vec<EndedEarly>,
 }
 
 /// A grant whose path ended on its own before the grant did, such as an
@@ -62,6 +71,24 @@ impl DriverError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self { message: message.into(), transient: false }
     }
+
+    /// The same error, said as the failure of `doing` (`cannot remove
+    /// ajar's nftables table: ...`); it stays as transient as it was.
+    pub fn context(self, doing: impl std::fmt::Display) -> Self {
+        Self { message: format!("{doing}: {}", self.message), transient: self.transient }
+    }
+
+    /// A target of another driver was handed to `driver`. The core hands
+    /// each driver only the targets of its own kind, so this is a bug in
+    /// ajar, not something a config can cause; it is permanent because
+    /// retrying cannot help.
+    pub fn wrong_driver(driver: DriverKind, target: &Target) -> Self {
+        Self::permanent(format!(
+            "the {driver} driver was handed target {}, which uses the {} driver; this is a bug in ajar (each driver gets only its own targets), please report it",
+            target.name,
+            target.kind()
+        ))
+    }
 }
 
 /// One way of opening a network path. Implementations must be idempotent:
@@ -82,23 +109,21 @@ pub trait Driver: Send + Sync {
     /// Closes the path of grant `id` and cuts its live connections.
     async fn close(&self, id: &RequestId) -> Result<(), DriverError>;
 
-    /// Everything this driver has actually opened right now.
-    async fn observe(&self) -> Result<Vec<Observed>, DriverError>;
-
-    /// Grants whose paths ended on their own since they were opened.
-    async fn ended_early(&self) -> Result<Vec<EndedEarly>, DriverError> {
-        Ok(Vec::new())
-    }
+    /// What this driver has actually opened right now, and which grants'
+    /// paths ended on their own (the control plane then ends those grants
+    /// instead of opening them again).
+    async fn observe(&self) -> Result<Observation, DriverError>;
 
     /// Where a client connects for `target`, if the driver can tell without
-    /// opening anything.
-    fn connect_info(&self, target: &Target) -> Option<Opened>;
+    /// opening anything. `Some(id)` asks for the open grant `id`, for
+    /// drivers whose address differs per grant (an instance launched for
+    /// it); `None` asks for the target as a whole.
+    fn connect_info(&self, target: &Target, grant: Option<&RequestId>) -> Option<Opened>;
 
-    /// Where a client connects for the open grant `id`, for drivers whose
-    /// address differs per grant (an instance launched for it).
-    fn grant_connect_info(&self, _id: &RequestId, target: &Target) -> Option<Opened> {
-        self.connect_info(target)
-    }
+    /// Removes everything this driver ever installed for ajar (`ajar server
+    /// --cleanup`), for the given targets of its kind; returns sentences
+    /// saying what was removed (empty when nothing was there).
+    async fn cleanup(&self, targets: &[Target]) -> Result<Vec<String>, DriverError>;
 }
 
 /// What a reconciler must do to converge.
@@ -147,18 +172,18 @@ pub fn plan(desired: &[GrantSpec], recorded_open: &BTreeSet<RequestId>, observed
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ajar_domain::DriverKind;
+    use ajar_domain::{DriverSettings, GatewaySettings};
     use proptest::prelude::*;
 
     fn target(name: &str) -> Target {
         Target {
             name: Name::parse(name).expect("valid"),
             address: "127.0.0.1:1".into(),
-            driver: DriverKind::Gateway,
             labels: Default::default(),
-            gateway: None,
-            nat: None,
-            aws: None,
+            driver: DriverSettings::Gateway(GatewaySettings {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                public_host: None,
+            }),
         }
     }
 

@@ -77,7 +77,7 @@ pub fn require_forwarding(driver: &str, targets: &[&Target]) -> Result<(), Drive
         (false, "net.ipv6.conf.all.forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"),
     ] {
         let users: Vec<&&Target> =
-            targets.iter().filter(|t| t.nat.as_ref().is_some_and(|n| n.listen.is_ipv4() == v4)).collect();
+            targets.iter().filter(|t| t.driver.nat().is_some_and(|n| n.listen.is_ipv4() == v4)).collect();
         if users.is_empty() {
             continue;
         }
@@ -85,7 +85,7 @@ pub fn require_forwarding(driver: &str, targets: &[&Target]) -> Result<(), Drive
         if on {
             continue;
         }
-        if users.iter().any(|t| t.nat.as_ref().is_some_and(|n| n.enable_forwarding)) {
+        if users.iter().any(|t| t.driver.nat().is_some_and(|n| n.enable_forwarding)) {
             match std::fs::write(Path::new(file), "1") {
                 Ok(()) => {
                     warn!(

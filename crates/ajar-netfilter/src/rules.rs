@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use ajar_domain::{DriverKind, SourceNet, Target};
+use ajar_domain::{DriverKind, DriverSettings, SourceNet, Target};
 use ajar_enforce::{DriverError, Opened};
 
 /// One target's DNAT: clients connect to `listen` on the gateway host and
@@ -16,16 +16,11 @@ pub struct TargetRules {
 }
 
 impl TargetRules {
-    /// The rules of `target`, which must carry its driver's table (`nftables
-    /// = { listen = ... }` or `iptables = { ... }`).
-    pub fn of(target: &Target) -> Result<Self, DriverError> {
-        let nat = target.nat.as_ref().ok_or_else(|| {
-            DriverError::permanent(format!(
-                "target {} has no {kind} table: add {kind} = {{ listen = \"ADDRESS:PORT\" }} to it",
-                target.name,
-                kind = target.driver.as_str()
-            ))
-        })?;
+    /// The rules of `target` as the `kind` driver (nftables or iptables)
+    /// writes them. A target of any other driver is ajar's own mistake,
+    /// reported as such.
+    pub fn of(target: &Target, kind: DriverKind) -> Result<Self, DriverError> {
+        let nat = settings(target, kind).ok_or_else(|| DriverError::wrong_driver(kind, target))?;
         Ok(Self { target: target.name.to_string(), listen: nat.listen, destination: nat.destination })
     }
 
@@ -48,9 +43,31 @@ impl TargetRules {
 
 /// Where clients connect for `target` if it is served by `kind`.
 pub fn connect_info(target: &Target, kind: DriverKind) -> Option<Opened> {
-    (target.driver == kind).then(|| target.nat.as_ref().map(|n| opened(&n.listen))).flatten()
+    settings(target, kind).map(|n| opened(&n.listen))
+}
+
+/// The DNAT settings of `target` if the `kind` driver serves it.
+fn settings(target: &Target, kind: DriverKind) -> Option<&ajar_domain::NatSettings> {
+    match (&target.driver, kind) {
+        (DriverSettings::Nftables(nat), DriverKind::Nftables)
+        | (DriverSettings::Iptables(nat), DriverKind::Iptables) => Some(nat),
+        _ => None,
+    }
 }
 
 fn opened(listen: &SocketAddr) -> Opened {
     Opened { host: listen.ip().to_string(), port: listen.port() }
+}
+
+/// One IPv4 and one IPv6 target: what every backend's snapshot tests
+/// render, so that the snapshots of both tools describe the same targets.
+#[cfg(feature = "fixtures")]
+pub fn examples() -> [TargetRules; 2] {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let v4 = |a, b, c, d, port| SocketAddr::from((Ipv4Addr::new(a, b, c, d), port));
+    let v6 = |net, host, port| SocketAddr::from((Ipv6Addr::new(0xfd77, net, 0, 0, 0, 0, 0, host), port));
+    [
+        TargetRules { target: "ssh-prod".into(), listen: v4(10, 77, 1, 1, 2222), destination: v4(10, 77, 2, 2, 22) },
+        TargetRules { target: "db.v6".into(), listen: v6(1, 1, 5432), destination: v6(2, 2, 5432) },
+    ]
 }

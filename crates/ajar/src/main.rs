@@ -4,6 +4,7 @@
 mod commands;
 mod credentials;
 mod database;
+mod drivers;
 mod http_guard;
 mod output;
 mod serve;

@@ -1,7 +1,6 @@
 //! `ajar server`: wires the store, the drivers, the core and the API
 //! together, and handles signals (SIGHUP reloads, SIGTERM/SIGINT stop).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,13 +9,9 @@ use std::time::Duration;
 use ajar_api::AppState;
 use ajar_config::Config;
 use ajar_core::audit::file::AuditFile;
-use ajar_core::{Core, CoreSettings, SystemClock};
-use ajar_domain::DriverKind;
-use ajar_driver_aws::{AwsInstance, AwsSecurityGroup};
-use ajar_driver_gateway::{ConnectionEvent, Gateway};
-use ajar_driver_iptables::Iptables;
-use ajar_driver_nftables::Nftables;
-use ajar_enforce::Driver;
+use ajar_core::{Clock, Core, CoreSettings, SystemClock};
+use ajar_domain::Target;
+use ajar_driver_gateway::ConnectionEvent;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -144,31 +139,10 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let store = crate::database::open(&config).await?;
     let audit_file = AuditFile::open(&data_dir.join("audit.jsonl"))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let gateway: Arc<dyn Driver> = Arc::new(Gateway::new(events_tx));
-    // The kernel DNAT drivers touch the kernel only once a target uses them
-    // (at start or on a reload, which then runs their host checks), so a
-    // server without such targets needs neither their tools nor
-    // CAP_NET_ADMIN.
-    let nftables: Arc<dyn Driver> = Arc::new(Nftables::new());
-    let iptables: Arc<dyn Driver> = Arc::new(Iptables::new());
-    // Likewise the AWS drivers call AWS only for targets that use them.
-    let aws_sg: Arc<dyn Driver> = Arc::new(AwsSecurityGroup::new());
-    let aws_instance: Arc<dyn Driver> = Arc::new(AwsInstance::new());
-    let drivers = BTreeMap::from([
-        (DriverKind::Gateway, gateway),
-        (DriverKind::Nftables, nftables),
-        (DriverKind::Iptables, iptables),
-        (DriverKind::AwsSg, aws_sg),
-        (DriverKind::AwsInstance, aws_instance),
-    ]);
-    let core = Core::new(
-        store.clone(),
-        config.catalog.clone(),
-        settings(&config),
-        drivers,
-        Arc::new(SystemClock),
-        Some(audit_file),
-    );
+    // One clock for the core and every driver.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let drivers = crate::drivers::all(events_tx, clock.clone());
+    let core = Core::new(store.clone(), config.catalog.clone(), settings(&config), drivers, clock, Some(audit_file));
     core.record_started(env!("CARGO_PKG_VERSION"), &config_path.display().to_string()).await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -311,41 +285,19 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
 pub async fn cleanup(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     init_logging();
     let config = load_config(config_path)?;
-    let uses = |kind: DriverKind| config.catalog.targets.iter().any(|t| t.driver == kind);
-    let nftables = (uses(DriverKind::Nftables) || ajar_netfilter::host::on_path("nft"))
-        && Nftables::cleanup().await.context("cannot remove ajar's nftables table")?;
-    if nftables {
-        println!("removed nftables table inet ajar: every DNAT rule and granted source ajar had installed is gone");
+    // Nothing listens here, so nothing reports connections.
+    let (events, _) = mpsc::unbounded_channel();
+    let mut removed = false;
+    for (kind, driver) in crate::drivers::all(events, Arc::new(SystemClock)) {
+        let targets: Vec<Target> = config.catalog.targets.iter().filter(|t| t.kind() == kind).cloned().collect();
+        // Each driver's error already says what it could not remove.
+        let said = driver.cleanup(&targets).await?;
+        for sentence in &said {
+            println!("{sentence}");
+        }
+        removed |= !said.is_empty();
     }
-    let iptables = (uses(DriverKind::Iptables) || ajar_netfilter::host::on_path("ipset"))
-        && Iptables::cleanup().await.context("cannot remove ajar's iptables chains and ipsets")?;
-    if iptables {
-        println!("removed ajar's iptables chains (AJAR-PREROUTING, AJAR-FORWARD), their jump rules and ajar's ipsets: every DNAT rule and granted source ajar had installed is gone");
-    }
-    let targets_of =
-        |kind: DriverKind| config.catalog.targets.iter().filter(|t| t.driver == kind).cloned().collect::<Vec<_>>();
-    let mut aws = false;
-    let sg_targets = targets_of(DriverKind::AwsSg);
-    if !sg_targets.is_empty() {
-        let sg = AwsSecurityGroup::new();
-        sg.configure(&sg_targets).await.context("cannot reach the aws-sg targets' security groups")?;
-        let removed = sg.cleanup().await.context("cannot revoke ajar's security-group rules")?;
-        println!("revoked {removed} security-group rules tagged by ajar in the aws-sg targets' groups; rules ajar did not tag are untouched");
-        aws |= removed > 0;
-    }
-    let instance_targets = targets_of(DriverKind::AwsInstance);
-    if !instance_targets.is_empty() {
-        let instances = AwsInstance::new();
-        instances.configure(&instance_targets).await.context("cannot reach the aws-instance targets")?;
-        let ended = instances.cleanup().await.context("cannot terminate ajar's app servers")?;
-        println!(
-            "terminated {} app servers (granted and warm) of the aws-instance targets{}",
-            ended.len(),
-            if ended.is_empty() { String::new() } else { format!(": {}", ended.join(", ")) }
-        );
-        aws |= !ended.is_empty();
-    }
-    if nftables || iptables || aws {
+    if removed {
         println!("grants stay active in the database; the next `ajar server` start opens them again unless you revoke them first");
     } else {
         println!("nothing to remove: there is no nftables table inet ajar, no iptables chain or ipset of ajar's, and no AWS rule or instance of ajar's for the configured targets");
