@@ -10,10 +10,12 @@ pub mod audit_file;
 pub mod auth;
 mod error;
 pub mod metrics;
+mod queries;
 pub mod reconcile;
 pub mod scheduler;
 mod service;
 
 pub use ajar_enforce::clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
+pub use queries::{AuditQuery, NotReady, RequestQuery};
 pub use service::{Core, CoreSettings, RequestView, TargetView};
