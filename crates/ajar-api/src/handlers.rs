@@ -1,11 +1,15 @@
 //! The `/api/v1` handlers: parse, call the core, shape the answer.
 
-use ajar_domain::policy::Ask;
+use std::sync::Arc;
+
+use ajar_core::{Core, CoreError, RequestQuery, RequestView};
+use ajar_domain::policy::{Ask, Principal};
 use ajar_domain::source::SourceNet;
-use ajar_domain::{GrantDuration, RequestState};
-use ajar_store::RequestFilter;
+use ajar_domain::GrantDuration;
+use ajar_wire::*;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -13,9 +17,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
-use crate::caller::{Caller, ClientAddr};
-use crate::dto::*;
-use crate::{AppState, Problem};
+use crate::edge::caller::{bearer_token, Caller, ClientAddr};
+use crate::edge::host::{request_host, Host};
+use crate::{wire, AppState, Problem};
 
 /// A JSON body whose every rejection (wrong content type, malformed JSON,
 /// unknown or missing fields) is a problem+json 400 that says what is wrong.
@@ -77,14 +81,30 @@ where
     }
 }
 
-/// The host name the client used to reach the API, for connect addresses
-/// of gateways that listen on a wildcard address.
-pub(crate) fn request_host(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest).to_owned();
+/// A call on `/requests`: the authenticated caller, the core to ask and
+/// the host name that connect addresses fall back to.
+pub struct RequestCall {
+    core: Arc<Core>,
+    who: Principal,
+    host: String,
+}
+
+impl FromRequestParts<AppState> for RequestCall {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Caller(who) = Caller::from_request_parts(parts, state).await?;
+        Ok(Self { core: state.core.clone(), who, host: request_host(&parts.headers) })
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned()
+}
+
+/// The answer of every route that returns one request.
+type OneRequest = Result<Json<RequestDto>, Problem>;
+
+impl RequestCall {
+    fn answer(&self, view: Result<RequestView, CoreError>) -> OneRequest {
+        Ok(Json(wire::request(view?, &self.host)))
+    }
 }
 
 #[derive(OpenApi)]
@@ -130,7 +150,7 @@ pub async fn logout(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
 ) -> Result<StatusCode, Problem> {
-    let token = crate::caller::bearer_token(&headers).unwrap_or_default();
+    let token = bearer_token(&headers).unwrap_or_default();
     state.core.logout(&who, token, addr).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -162,19 +182,16 @@ pub async fn whoami(State(state): State<AppState>, Caller(who): Caller) -> Json<
 
 /// The targets you may request, with the limits of the policies that allow them.
 #[utoipa::path(get, path = "/api/v1/targets", security(("bearer" = [])), responses((status = 200, body = [TargetDto])))]
-pub async fn targets(State(state): State<AppState>, Caller(who): Caller, headers: HeaderMap) -> Json<Vec<TargetDto>> {
-    let host = request_host(&headers);
-    Json(state.core.targets(&who).into_iter().map(|t| TargetDto::from_view(t, &host)).collect())
+pub async fn targets(State(state): State<AppState>, Caller(who): Caller, Host(host): Host) -> Json<Vec<TargetDto>> {
+    Json(state.core.targets(&who).into_iter().map(|t| wire::target(t, &host)).collect())
 }
 
 /// Ask for access to a target.
 #[utoipa::path(post, path = "/api/v1/requests", security(("bearer" = [])), request_body = CreateRequestBody,
     responses((status = 201, body = RequestDto), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_request(
-    State(state): State<AppState>,
-    Caller(who): Caller,
+    call: RequestCall,
     ClientAddr(addr): ClientAddr,
-    headers: HeaderMap,
     Body(body): Body<CreateRequestBody>,
 ) -> Result<impl IntoResponse, Problem> {
     let duration = GrantDuration::parse(&body.duration)
@@ -186,8 +203,7 @@ pub async fn create_request(
         .transpose()
         .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-source", e.to_string()))?;
     let ask = Ask { target: body.target, duration, reason: body.reason, source };
-    let view = state.core.create_request(&who, addr, ask).await?;
-    Ok((StatusCode::CREATED, Json(RequestDto::from_view(view, &request_host(&headers)))))
+    Ok((StatusCode::CREATED, call.answer(call.core.create_request(&call.who, addr, ask).await)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -204,111 +220,76 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/api/v1/requests", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = [RequestDto]), (status = 400, body = Problem)))]
 pub async fn list_requests(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    headers: HeaderMap,
+    call: RequestCall,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<RequestDto>>, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request("invalid-query", e.body_text()))?;
     let mut states = Vec::new();
     for s in query.state.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
-        let state = RequestState::parse(s.trim()).ok_or_else(|| {
-            let all: Vec<&str> = RequestState::ALL.iter().map(|s| s.as_str()).collect();
-            Problem::bad_request("invalid-query", format!("{s:?} is not a state; use one of {}", all.join(", ")))
-        })?;
-        states.push(state);
+        let state: RequestState = s
+            .trim()
+            .parse()
+            .map_err(|_| Problem::bad_request("invalid-query", UnknownState(s.to_owned()).to_string()))?;
+        states.push(wire::domain_state(state));
     }
-    let filter = RequestFilter {
-        states,
-        target: query.target,
-        requester: query.requester,
-        enforcement: Vec::new(),
-        limit: query.limit.unwrap_or(0),
-    };
-    let host = request_host(&headers);
-    let views = state.core.list_requests(&who, filter).await?;
-    Ok(Json(views.into_iter().map(|v| RequestDto::from_view(v, &host)).collect()))
+    let query =
+        RequestQuery { states, target: query.target, requester: query.requester, limit: query.limit.unwrap_or(0) };
+    let views = call.core.find_requests(&call.who, &query).await?;
+    Ok(Json(views.into_iter().map(|v| wire::request(v, &call.host)).collect()))
 }
 
 /// One request.
 #[utoipa::path(get, path = "/api/v1/requests/{id}", security(("bearer" = [])),
     responses((status = 200, body = RequestDto), (status = 404, body = Problem)))]
-pub async fn get_request(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<RequestDto>, Problem> {
-    let view = state.core.get_request(&who, &id).await?;
-    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+pub async fn get_request(call: RequestCall, Path(id): Path<String>) -> OneRequest {
+    call.answer(call.core.get_request(&call.who, &id).await)
 }
 
 /// Approve a pending request (an approver other than the requester).
 #[utoipa::path(post, path = "/api/v1/requests/{id}/approve", security(("bearer" = [])), request_body = CommentBody,
     responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn approve(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    headers: HeaderMap,
+    call: RequestCall,
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<CommentBody>,
-) -> Result<Json<RequestDto>, Problem> {
-    let view = state.core.approve(&who, &id, body.comment).await?;
-    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+) -> OneRequest {
+    call.answer(call.core.approve(&call.who, &id, body.comment).await)
 }
 
 /// Deny a pending request.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/deny", security(("bearer" = [])), request_body = CommentBody,
     responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn deny(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    headers: HeaderMap,
+    call: RequestCall,
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<CommentBody>,
-) -> Result<Json<RequestDto>, Problem> {
-    let view = state.core.deny(&who, &id, body.comment).await?;
-    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+) -> OneRequest {
+    call.answer(call.core.deny(&call.who, &id, body.comment).await)
 }
 
 /// Withdraw your own pending request.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/cancel", security(("bearer" = [])),
     responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
-pub async fn cancel(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<RequestDto>, Problem> {
-    let view = state.core.cancel(&who, &id).await?;
-    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+pub async fn cancel(call: RequestCall, Path(id): Path<String>) -> OneRequest {
+    call.answer(call.core.cancel(&call.who, &id).await)
 }
 
 /// End your own active grant early.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/release", security(("bearer" = [])),
     responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
-pub async fn release(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<RequestDto>, Problem> {
-    let view = state.core.release(&who, &id).await?;
-    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+pub async fn release(call: RequestCall, Path(id): Path<String>) -> OneRequest {
+    call.answer(call.core.release(&call.who, &id).await)
 }
 
 /// End someone's active grant (an approver of it, or an admin).
 #[utoipa::path(post, path = "/api/v1/requests/{id}/revoke", security(("bearer" = [])), request_body = CommentBody,
     responses((status = 200, body = RequestDto), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn revoke(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    headers: HeaderMap,
+    call: RequestCall,
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<CommentBody>,
-) -> Result<Json<RequestDto>, Problem> {
-    let view = state.core.revoke(&who, &id, body.comment).await?;
-    Ok(Json(RequestDto::from_view(view, &request_host(&headers))))
+) -> OneRequest {
+    call.answer(call.core.revoke(&call.who, &id, body.comment).await)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -332,7 +313,7 @@ pub async fn audit(
     let after = query.after.unwrap_or(0).max(0);
     let events = state.core.audit_page(&who, after, query.limit.unwrap_or(100)).await?;
     let next_after = events.last().map_or(after, |e| e.seq);
-    Ok(Json(AuditPage { events: events.into_iter().map(AuditEventDto::from).collect(), next_after }))
+    Ok(Json(AuditPage { events: events.into_iter().map(wire::audit_event).collect(), next_after }))
 }
 
 /// Verify the whole hash chain and its copy in the audit file (admins and auditors).
@@ -340,7 +321,7 @@ pub async fn audit(
     responses((status = 200, body = AuditVerifyDto), (status = 403, body = Problem)))]
 pub async fn verify_audit(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<AuditVerifyDto>, Problem> {
     if !who.may_read_all_audit(&state.core.catalog()) {
-        return Err(ajar_core::CoreError::Forbidden("only admins and auditors may verify the whole audit log").into());
+        return Err(CoreError::Forbidden("only admins and auditors may verify the whole audit log").into());
     }
     let report = state.core.verify_audit().await?;
     Ok(Json(AuditVerifyDto {

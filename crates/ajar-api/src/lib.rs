@@ -7,15 +7,16 @@
 //!
 //! The API never talks SQL and never decides policy: it authenticates,
 //! works out the caller's address, parses input into domain types and maps
-//! the core's answers to HTTP.
+//! the core's answers to HTTP. The JSON shapes are `ajar-wire`'s (`wire`
+//! converts into them); what the JSON routes and the portal share lives in
+//! `edge`, so that neither imports the other.
 
-mod caller;
-pub mod dto;
+mod edge;
 mod handlers;
 mod ops;
 mod portal;
-mod problem;
 mod sso;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -23,13 +24,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ajar_core::Core;
+use ajar_oidc::Sso;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use ipnet::IpNet;
 
+pub use edge::problem::Problem;
 pub use handlers::ApiDoc;
-pub use problem::Problem;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -40,7 +43,7 @@ pub struct AppState {
     /// Whether the server speaks HTTPS itself (`[server] tls`).
     pub tls: bool,
     /// Single sign-on, when `[oidc]` is configured.
-    pub sso: Option<Arc<ajar_oidc::Sso>>,
+    pub sso: Option<Arc<Sso>>,
     /// `[server] public_url`: the scheme and host browsers reach the server
     /// at, without a trailing slash (`https://ajar.example.com`). When set
     /// it decides whether portal cookies are `Secure` (and `__Host-`
@@ -54,6 +57,19 @@ pub struct AppState {
     pub idle_timeout: Duration,
     /// The API listener's connection counters, for `/metrics`.
     pub connections: Arc<ConnectionStats>,
+}
+
+impl AppState {
+    /// Single sign-on, or the 404 that says it is not configured.
+    fn sso(&self) -> Result<&Arc<Sso>, Problem> {
+        self.sso.as_ref().ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "sso-not-configured",
+                "single sign-on is not configured on this server; an administrator can add an [oidc] section to the config",
+            )
+        })
+    }
 }
 
 /// Who may read `/metrics`.

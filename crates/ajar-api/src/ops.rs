@@ -22,7 +22,7 @@ pub async fn healthz() -> &'static str {
 
 /// Ready when the store answers.
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> {
-    state.core.store().ping().await.map_err(|e| {
+    state.core.ready().await.map_err(|e| {
         tracing::warn!(error = %e, "not ready: the store does not answer");
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the database does not answer")
     })?;
@@ -173,7 +173,7 @@ mod tests {
                 axum::http::HeaderValue::from_str(value).unwrap(),
             );
         }
-        may_read_metrics(access, peer.parse().unwrap(), &map).map_err(|p| p.status)
+        may_read_metrics(access, peer.parse().unwrap(), &map).map_err(|p| p.status().as_u16())
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! A typed client for ajar's HTTP API, used by the CLI. The wire types are
-//! the API crate's own (`ajar_api::dto`), so client and server cannot
-//! disagree about a field.
+//! `ajar-wire`'s, the same the server answers with, so client and server
+//! cannot disagree about a field; this crate pulls in none of the server.
 
 use std::fmt;
 
-pub use ajar_api::dto::{
-    AuditPage, AuditVerifyDto, CommentBody, CreateRequestBody, LoginBody, LoginResponse, RequestDto, SsoStatus,
-    TargetDto, WhoAmI,
+pub use ajar_wire::{
+    AuditPage, AuditVerifyDto, CommentBody, CreateRequestBody, EnforcementStatus, LoginBody, LoginResponse, RequestDto,
+    RequestState, SsoDevice, SsoDevicePoll, SsoHandoff, SsoInfo, SsoStatus, TargetDto, TokensRevoked, UnknownState,
+    WhoAmI,
 };
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,14 +50,12 @@ impl ClientError {
     }
 }
 
-/// Which requests to list.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Which requests to list: every field that is set must match.
+#[derive(Debug, Clone, Default)]
 pub struct ListQuery {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Any of these states; empty means any state.
+    pub states: Vec<RequestState>,
     pub target: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,
 }
 
@@ -158,23 +158,23 @@ impl Client {
     }
 
     /// Whether and how the server signs people in through SSO.
-    pub async fn sso_info(&self) -> Result<ajar_api::dto::SsoInfo, ClientError> {
+    pub async fn sso_info(&self) -> Result<SsoInfo, ClientError> {
         self.call::<(), _>(Method::GET, "/sso", None, None).await
     }
 
     /// Starts a device sign-in at the server's identity provider.
-    pub async fn sso_device_start(&self) -> Result<ajar_api::dto::SsoDevice, ClientError> {
+    pub async fn sso_device_start(&self) -> Result<SsoDevice, ClientError> {
         self.call::<(), _>(Method::POST, "/sso/device", None, None).await
     }
 
-    pub async fn sso_device_poll(&self, device_code: &str) -> Result<ajar_api::dto::SsoStatus, ClientError> {
-        let body = ajar_api::dto::SsoDevicePoll { device_code: device_code.to_owned() };
+    pub async fn sso_device_poll(&self, device_code: &str) -> Result<SsoStatus, ClientError> {
+        let body = SsoDevicePoll { device_code: device_code.to_owned() };
         self.call(Method::POST, "/sso/device/token", None, Some(&body)).await
     }
 
     /// Redeems a loopback sign-in's one-time code with its verifier.
     pub async fn sso_loopback_token(&self, code: &str, verifier: &str) -> Result<LoginResponse, ClientError> {
-        let body = ajar_api::dto::SsoHandoff { code: code.to_owned(), verifier: verifier.to_owned() };
+        let body = SsoHandoff { code: code.to_owned(), verifier: verifier.to_owned() };
         self.call(Method::POST, "/sso/loopback/token", None, Some(&body)).await
     }
 
@@ -184,7 +184,7 @@ impl Client {
     }
 
     /// Ends every session of `user` (admins).
-    pub async fn revoke_tokens(&self, user: &str) -> Result<ajar_api::dto::TokensRevoked, ClientError> {
+    pub async fn revoke_tokens(&self, user: &str) -> Result<TokensRevoked, ClientError> {
         self.call::<(), _>(Method::POST, &format!("/users/{}/revoke-tokens", encode(user)), None, None).await
     }
 
@@ -206,7 +206,11 @@ impl Client {
 
     pub async fn list_requests(&self, query: &ListQuery) -> Result<Vec<RequestDto>, ClientError> {
         let mut pairs = Vec::new();
-        for (key, value) in [("state", &query.state), ("target", &query.target), ("requester", &query.requester)] {
+        if !query.states.is_empty() {
+            let states: Vec<&str> = query.states.iter().map(|s| s.as_str()).collect();
+            pairs.push(("state", states.join(",")));
+        }
+        for (key, value) in [("target", &query.target), ("requester", &query.requester)] {
             if let Some(v) = value {
                 pairs.push((key, v.clone()));
             }
@@ -232,13 +236,11 @@ impl Client {
     }
 }
 
-/// Request ids are letters and digits; anything else a user typed is
-/// percent-encoded so that it cannot change the path.
+/// A path segment: request ids are letters and digits, and anything else a
+/// user typed (a user name may be an e-mail address) is percent-encoded so
+/// that it cannot change the path.
 fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    utf8_percent_encode(segment, NON_ALPHANUMERIC).to_string()
 }
 
 /// The innermost cause of a transport error, which is the one that says
@@ -249,4 +251,16 @@ fn root_cause(e: &reqwest::Error) -> String {
         cause = inner;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_keep_only_letters_and_digits() {
+        assert_eq!(encode("r7Kq2"), "r7Kq2");
+        assert_eq!(encode("../admin?x=1"), "%2E%2E%2Fadmin%3Fx%3D1");
+        assert_eq!(encode("jo é"), "jo%20%C3%A9");
+    }
 }

@@ -289,6 +289,11 @@ impl Request {
         &self.0
     }
 
+    /// The request's fields, taken apart (to show them).
+    pub fn into_record(self) -> RequestRecord {
+        self.0
+    }
+
     /// A copy of the request with `edit` applied: the one way this module
     /// makes a changed request.
     fn with(&self, edit: impl FnOnce(&mut RequestRecord)) -> Self {

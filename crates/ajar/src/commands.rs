@@ -6,9 +6,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ajar_client::{Client, CreateRequestBody, ListQuery, RequestDto, Verb};
+use ajar_client::{Client, CreateRequestBody, EnforcementStatus, ListQuery, RequestDto, RequestState, Verb};
+use ajar_domain::Timestamp;
+use ajar_enforce::clock::{Clock, SystemClock};
 use anyhow::{bail, Context as _};
-use chrono::Utc;
 
 use crate::credentials::{self, Credentials};
 use crate::output::{clean, clock, relative, span, table, table_with};
@@ -34,6 +35,11 @@ impl Context {
             bail!("you are not logged in to {server}; run `ajar login NAME` (with --server {server} if that is not the default)");
         }
         Ok(Client::new(&server, token)?)
+    }
+
+    /// The time every "in 14m" and "3m ago" is counted from.
+    fn now(&self) -> Timestamp {
+        SystemClock.now()
     }
 
     fn print_json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
@@ -113,7 +119,7 @@ fn save_login(ctx: &Context, server: &str, response: ajar_client::LoginResponse)
             "logged in to {server} as {} until {} ({}); token saved in {}",
             response.username,
             clock(response.expires_at),
-            relative(response.expires_at, Utc::now()),
+            relative(response.expires_at, ctx.now()),
             path.display()
         );
     }
@@ -223,13 +229,13 @@ fn print_request(ctx: &Context, r: &RequestDto) -> anyhow::Result<()> {
     if ctx.json {
         return ctx.print_json(r);
     }
-    let now = Utc::now();
+    let now = ctx.now();
     println!("request {} for {} by {}: {}", r.id, r.target, clean(&r.requester), r.state);
     println!("  reason     {}", if r.reason.is_empty() { "-".into() } else { clean(&r.reason) });
     println!("  source     {}", r.source);
     println!("  duration   {}", span(r.duration_seconds as i64));
-    match r.state.as_str() {
-        "pending" => {
+    match r.state {
+        RequestState::Pending => {
             println!("  approvals  {} of {}", r.approvals.len(), r.approvals_required);
             println!("  decide by  {} ({})", clock(r.decide_by), relative(r.decide_by, now));
         }
@@ -240,7 +246,7 @@ fn print_request(ctx: &Context, r: &RequestDto) -> anyhow::Result<()> {
             if let Some(end) = r.ends_at {
                 println!(
                     "  {}       {} ({})",
-                    if r.state == "active" { "ends" } else { "ended" },
+                    if r.state == RequestState::Active { "ends" } else { "ended" },
                     clock(end),
                     relative(end, now)
                 );
@@ -278,15 +284,15 @@ fn print_request(ctx: &Context, r: &RequestDto) -> anyhow::Result<()> {
 async fn wait_for(ctx: &Context, client: &Client, mut request: RequestDto) -> anyhow::Result<RequestDto> {
     let mut said = false;
     loop {
-        let settled = match request.state.as_str() {
-            "pending" => false,
-            "active" => request.enforcement.status != "opening",
+        let settled = match request.state {
+            RequestState::Pending => false,
+            RequestState::Active => request.enforcement.status != EnforcementStatus::Opening,
             _ => true,
         };
         if settled {
             return Ok(request);
         }
-        if request.state == "pending" && !said && !ctx.json {
+        if request.state == RequestState::Pending && !said && !ctx.json {
             let approvers = client
                 .targets()
                 .await
@@ -305,8 +311,10 @@ async fn wait_for(ctx: &Context, client: &Client, mut request: RequestDto) -> an
     }
 }
 
+/// Whether the request ended without (or after) access: anything but
+/// pending or active.
 fn refused(r: &RequestDto) -> bool {
-    !matches!(r.state.as_str(), "pending" | "active")
+    r.state.is_final()
 }
 
 pub async fn request(
@@ -336,7 +344,8 @@ pub async fn connect(
 ) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     let me = client.whoami().await?;
-    let query = ListQuery { state: Some("active".into()), target: Some(target.clone()), requester: Some(me.username) };
+    let query =
+        ListQuery { states: vec![RequestState::Active], target: Some(target.clone()), requester: Some(me.username) };
     let existing = client.list_requests(&query).await?.into_iter().find(|r| r.connect.is_some());
     let (grant, ours) = match existing {
         Some(r) => (r, false),
@@ -372,7 +381,7 @@ pub async fn connect(
             grant.id
         );
     };
-    let until = grant.ends_at.map_or("-".to_owned(), |e| format!("{} ({})", clock(e), relative(e, Utc::now())));
+    let until = grant.ends_at.map_or("-".to_owned(), |e| format!("{} ({})", clock(e), relative(e, ctx.now())));
     if command.is_empty() {
         if ctx.json {
             ctx.print_json(&grant)?;
@@ -409,12 +418,12 @@ pub async fn ls(
     requester: Option<String>,
     all: bool,
 ) -> anyhow::Result<ExitCode> {
-    let state = match (state, all) {
-        (Some(s), _) => Some(s),
-        (None, true) => None,
-        (None, false) => Some("pending,active".to_owned()),
+    let states = match (state, all) {
+        (Some(s), _) => parse_states(&s)?,
+        (None, true) => Vec::new(),
+        (None, false) => vec![RequestState::Pending, RequestState::Active],
     };
-    let requests = ctx.client()?.list_requests(&ListQuery { state, target, requester }).await?;
+    let requests = ctx.client()?.list_requests(&ListQuery { states, target, requester }).await?;
     if ctx.json {
         ctx.print_json(&requests)?;
         return Ok(ExitCode::SUCCESS);
@@ -423,13 +432,13 @@ pub async fn ls(
         println!("no requests{}", if all { "" } else { " pending or active (--all shows finished ones too)" });
         return Ok(ExitCode::SUCCESS);
     }
-    let now = Utc::now();
+    let now = ctx.now();
     let rows: Vec<Vec<String>> = requests
         .iter()
         .map(|r| {
-            let when = match (r.state.as_str(), r.ends_at) {
-                ("pending", _) => format!("times out {}", relative(r.decide_by, now)),
-                ("active", Some(end)) => format!("ends {}", relative(end, now)),
+            let when = match (r.state, r.ends_at) {
+                (RequestState::Pending, _) => format!("times out {}", relative(r.decide_by, now)),
+                (RequestState::Active, Some(end)) => format!("ends {}", relative(end, now)),
                 (_, Some(end)) => format!("ended {}", relative(end, now)),
                 _ => format!("asked {}", relative(r.created_at, now)),
             };
@@ -437,13 +446,13 @@ pub async fn ls(
                 r.id.clone(),
                 r.target.clone(),
                 r.requester.clone(),
-                r.state.clone(),
+                r.state.to_string(),
                 when,
                 r.source.clone(),
-                if r.state == "pending" {
+                if r.state == RequestState::Pending {
                     format!("{}/{}", r.approvals.len(), r.approvals_required)
                 } else {
-                    r.enforcement.status.clone()
+                    r.enforcement.status.to_string()
                 },
                 r.reason.chars().take(40).collect(),
             ]
@@ -451,6 +460,16 @@ pub async fn ls(
         .collect();
     table(&["ID", "TARGET", "REQUESTER", "STATE", "WHEN", "SOURCE", "APPROVALS/NET", "REASON"], &rows);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--state pending,active`: the states to list, told apart by commas.
+/// An unknown word is refused here with the server's own sentence.
+fn parse_states(text: &str) -> anyhow::Result<Vec<RequestState>> {
+    let mut states = Vec::new();
+    for word in text.split(',').filter(|s| !s.is_empty()) {
+        states.push(word.trim().parse().map_err(|_| ajar_client::UnknownState(word.to_owned()))?);
+    }
+    Ok(states)
 }
 
 pub async fn show(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,10 @@
 //! (server-sent events) and countdowns. Every action works without
 //! JavaScript.
 //!
+//! The browser's SSO sign-in (`sso`) is part of the portal; what the
+//! portal shares with the JSON routes (cookies, problems, the caller's
+//! address) is in `crate::edge`.
+//!
 //! Security: the session is the same kind of bearer token the API issues,
 //! kept in an `HttpOnly; SameSite=Strict` cookie (`Secure` behind TLS);
 //! every state-changing form carries a CSRF token derived from the session;
@@ -10,7 +14,8 @@
 //! style); maud escapes every interpolated value.
 
 mod pages;
-pub(crate) mod session;
+mod session;
+mod sso;
 mod view;
 
 use axum::http::{header, HeaderValue};
@@ -19,37 +24,34 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
+use self::pages::actions::{self, Act};
+use self::pages::{access, admin, approvals, audit, export, live, sign_in, targets};
 use crate::AppState;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
-        .route("/", get(pages::home))
-        .route("/login", get(pages::login_form).post(pages::login))
-        .route("/logout", post(pages::logout))
-        .route("/sso/start", get(crate::sso::start))
-        .route("/sso/callback", get(crate::sso::callback))
-        .route("/targets", get(pages::targets))
-        .route("/targets/{name}/request", post(pages::request))
-        .route("/access", get(pages::access))
-        .route("/access/{id}/release", post(pages::release))
-        .route("/access/{id}/cancel", post(pages::cancel))
-        .route("/approvals", get(pages::approvals))
-        .route("/approvals/{id}/approve", post(pages::approve))
-        .route("/approvals/{id}/deny", post(pages::deny))
-        .route("/admin", get(pages::admin))
-        .route("/admin/{id}/revoke", post(pages::revoke))
-        .route("/audit", get(pages::audit))
-        .route("/audit/export", get(pages::audit_export))
-        .route("/events", get(pages::events))
-        .route("/static/app.css", get(pages::stylesheet))
-        .route("/static/app.js", get(pages::script))
+        .route("/", get(sign_in::home))
+        .route("/login", get(sign_in::login_form).post(sign_in::login))
+        .route("/logout", post(sign_in::logout))
+        .route("/sso/start", get(sso::start))
+        .route("/sso/callback", get(sso::callback))
+        .route("/targets", get(targets::targets))
+        .route("/targets/{name}/request", post(targets::request))
+        .route("/access", get(access::access))
+        .route("/access/{id}/release", actions::route(Act::Release))
+        .route("/access/{id}/cancel", actions::route(Act::Cancel))
+        .route("/approvals", get(approvals::approvals))
+        .route("/approvals/{id}/approve", actions::route(Act::Approve))
+        .route("/approvals/{id}/deny", actions::route(Act::Deny))
+        .route("/admin", get(admin::admin))
+        .route("/admin/{id}/revoke", actions::route(Act::Revoke))
+        .route("/audit", get(audit::audit))
+        .route("/audit/export", get(export::audit_export))
+        .route("/events", get(live::events))
+        .route("/static/app.css", get(live::stylesheet))
+        .route("/static/app.js", get(live::script))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
-}
-
-/// The page a failed SSO sign-in ends on: what went wrong, and the way back.
-pub(crate) fn sso_failure_page(status: axum::http::StatusCode, detail: &str) -> Response {
-    pages::sign_in_failure(status, detail)
 }
 
 /// Headers every portal response carries.

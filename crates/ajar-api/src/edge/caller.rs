@@ -1,39 +1,37 @@
-//! Who is calling and from where: the bearer-token extractor and the
-//! client address (believing `X-Forwarded-For` only from trusted proxies).
+//! Who is calling and from where: the bearer-token extractor (ajar's own
+//! tokens, and JWTs from trusted issuers) and the client address
+//! (believing `X-Forwarded-For` only from trusted proxies).
 
 use std::net::{IpAddr, SocketAddr};
 
 use ajar_domain::policy::Principal;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use ajar_oidc::SsoError;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use ipnet::IpNet;
 
-use crate::{AppState, Problem};
+use super::problem::Problem;
+use crate::AppState;
 
 /// An authenticated caller.
 pub struct Caller(pub Principal);
 
-impl<S> FromRequestParts<S> for Caller
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let missing = || {
             Problem::new(
-                axum::http::StatusCode::UNAUTHORIZED,
+                StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "this needs a bearer token: run `ajar login`, or send `Authorization: Bearer <token>` from POST /api/v1/login",
             )
         };
         let token = bearer_token(&parts.headers).ok_or_else(missing)?.to_owned();
         if ajar_oidc::Sso::looks_like_jwt(&token) {
-            let addr = <ClientAddr as FromRequestParts<AppState>>::from_request_parts(parts, &state).await?.0;
-            return Ok(Caller(crate::sso::bearer(&state, &token, addr).await?));
+            let addr = client_addr(parts, state)?;
+            return Ok(Caller(jwt_principal(state, &token, addr).await?));
         }
         let principal = state.core.authenticate(&token).await?;
         Ok(Caller(principal))
@@ -46,25 +44,57 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     Some(value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim())
 }
 
+/// The principal of a JWT bearer token from a trusted issuer, or a 401 that
+/// says why not (audited).
+async fn jwt_principal(state: &AppState, token: &str, addr: IpAddr) -> Result<Principal, Problem> {
+    let Some(sso) = state.sso.as_ref().filter(|s| !s.settings().trusted_tokens.is_empty()) else {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-token",
+            "this server accepts no JWT bearer tokens (no oidc.trusted_tokens are configured); run `ajar login`",
+        ));
+    };
+    // An address that keeps sending bad tokens waits before any more of
+    // them are verified (or audited).
+    state.core.sign_in_allowed(addr)?;
+    match sso.verify_bearer(token, state.core.now().timestamp()).await {
+        Ok(identity) => Ok(state.core.bearer_principal(&identity, token, addr).await?),
+        Err(e) => Err(failed_sign_in(state, addr, "jwt", e).await),
+    }
+}
+
+/// Audits a failed sign-in (a JWT, or an SSO flow that `method` names) and
+/// turns it into the problem the caller sees.
+pub async fn failed_sign_in(state: &AppState, addr: IpAddr, method: &str, e: SsoError) -> Problem {
+    let why = match &e {
+        SsoError::Token(t) => format!("{}: {t}", t.kind()),
+        other => other.to_string(),
+    };
+    if let Err(audit) = state.core.record_failed_sign_in(None, addr, method, &why).await {
+        tracing::error!(error = %audit, "cannot audit a failed sign-in");
+    }
+    Problem::from_sso(&e)
+}
+
 /// The address the caller's packets come from, as far as ajar can tell.
 pub struct ClientAddr(pub IpAddr);
 
-impl<S> FromRequestParts<S> for ClientAddr
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .ok_or_else(|| Problem::bad_request("no-peer-address", "the server cannot tell your address"))?;
-        client_ip(peer.ip(), &parts.headers, &state.trusted_proxies).map(ClientAddr)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        client_addr(parts, state).map(ClientAddr)
     }
+}
+
+/// [`ClientAddr`] for extractors that need it on the way.
+pub fn client_addr(parts: &Parts, state: &AppState) -> Result<IpAddr, Problem> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .ok_or_else(|| Problem::bad_request("no-peer-address", "the server cannot tell your address"))?;
+    client_ip(peer.ip(), &parts.headers, &state.trusted_proxies)
 }
 
 /// The client's address. A peer that is not a trusted proxy is the client.

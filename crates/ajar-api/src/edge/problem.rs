@@ -1,9 +1,11 @@
-//! RFC 9457 problem details: every error the API returns.
+//! RFC 9457 problem details: every error the API returns, and how the
+//! core's and the identity provider's errors become one.
 
 use ajar_core::CoreError;
+use ajar_oidc::SsoError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use tracing::error;
 
 /// An error response. `type` is stable (`urn:ajar:problem:<slug>`) so that
@@ -13,10 +15,16 @@ pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
-    pub status: u16,
+    #[serde(serialize_with = "status_code")]
+    #[schema(value_type = u16)]
+    status: StatusCode,
     pub detail: String,
     #[serde(skip)]
     retry_after: Option<u64>,
+}
+
+fn status_code<S: Serializer>(status: &StatusCode, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u16(status.as_u16())
 }
 
 impl Problem {
@@ -24,7 +32,7 @@ impl Problem {
         Self {
             kind: format!("urn:ajar:problem:{slug}"),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
+            status,
             detail: detail.into(),
             retry_after: None,
         }
@@ -33,11 +41,35 @@ impl Problem {
     pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, slug, detail)
     }
+
+    /// The HTTP status this problem answers with (and names in its body).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// What a failure of single sign-on tells the caller. A failure of the
+    /// provider itself is logged here, once.
+    pub(crate) fn from_sso(e: &SsoError) -> Self {
+        match e {
+            SsoError::Provider(p) => {
+                tracing::warn!(error = %p, "single sign-on: the identity provider failed");
+                Problem::new(StatusCode::BAD_GATEWAY, "identity-provider", p.to_string())
+            }
+            SsoError::Token(t) => Problem::new(StatusCode::UNAUTHORIZED, "invalid-token", t.to_string()),
+            SsoError::Refused(r) => Problem::new(StatusCode::FORBIDDEN, "sign-in-refused", r.to_string()),
+            SsoError::NoIdToken => Problem::new(StatusCode::BAD_GATEWAY, "identity-provider", e.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status;
         let retry_after = self.retry_after;
         let mut response = (status, axum::Json(self)).into_response();
         let headers = response.headers_mut();
@@ -74,16 +106,12 @@ impl From<CoreError> for Problem {
             CoreError::NotFound { .. } => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
             CoreError::Unauthenticated(_) => Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail),
             CoreError::RateLimited { retry_after_secs } => {
-                let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail);
-                p.retry_after = Some(*retry_after_secs);
-                p
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail).retry_after(*retry_after_secs)
             }
             CoreError::Invalid(_) => Problem::new(StatusCode::BAD_REQUEST, "invalid", detail),
             CoreError::Unprocessable(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", detail),
             CoreError::Busy { retry_after_secs } => {
-                let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "busy", detail);
-                p.retry_after = Some(*retry_after_secs);
-                p
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "busy", detail).retry_after(*retry_after_secs)
             }
             CoreError::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
             CoreError::Conflict => Problem::new(StatusCode::CONFLICT, "conflict", detail),
@@ -102,5 +130,25 @@ impl From<CoreError> for Problem {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_body_names_the_status_as_a_number() {
+        let problem = Problem::from(CoreError::RateLimited { retry_after_secs: 7 });
+        assert_eq!(problem.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = serde_json::to_value(&problem).unwrap();
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["type"], "urn:ajar:problem:rate-limited");
+        assert!(body.get("retry_after").is_none());
+        let response = problem.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
     }
 }
