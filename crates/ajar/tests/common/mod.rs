@@ -357,6 +357,24 @@ impl TestServer {
         server
     }
 
+    /// Starts the server on SQLite with a copy of the data directory
+    /// `data` (a database and audit file an earlier ajar wrote).
+    pub async fn start_on_copy(config: Config, data: &Path) -> Self {
+        let mut server = Self::new(config, Vec::new());
+        std::fs::create_dir_all(server.data_dir()).expect("create the data directory");
+        for entry in std::fs::read_dir(data).expect("read the data to copy") {
+            let path = entry.expect("an entry").path();
+            if path.is_file() {
+                let to = server.data_dir().join(path.file_name().expect("a file name"));
+                std::fs::copy(&path, &to).expect("copy the data");
+            }
+        }
+        server.args = vec!["server".into(), "--config".into(), server.config_path().into()];
+        server.write_config(server.config.clone());
+        server.spawn().await;
+        server
+    }
+
     /// Runs `ajar up --dir DIR/ajar-data --listen 127.0.0.1:0` in a fresh
     /// temporary directory (the test's [`Config`] is not used).
     pub async fn up() -> Self {
