@@ -69,7 +69,12 @@ impl Driver for Recording {
             .paths()
             .open
             .values()
-            .map(|g| Observed { id: g.id.clone(), target: g.target.name.to_string(), source: g.source, ends_at: g.ends_at })
+            .map(|g| Observed {
+                id: g.id.clone(),
+                target: g.target.name.to_string(),
+                source: g.source,
+                ends_at: g.ends_at,
+            })
             .collect();
         Ok(Observation { open, ended_early: Vec::new() })
     }
