@@ -43,13 +43,7 @@ impl Core {
     /// deadline passed (while ajar was down, or a timer was missed), and
     /// schedules the rest. Returns the grants still active.
     async fn end_overdue(&self, now: Timestamp) -> Result<Vec<Request>, CoreError> {
-        let live = self
-            .store
-            .list_requests(&RequestFilter {
-                states: vec![RequestState::Pending, RequestState::Active],
-                ..Default::default()
-            })
-            .await?;
+        let live = self.live_requests().await?;
         let mut active = Vec::new();
         for request in live {
             match request.expire(now).or_else(|| request.time_out(now)) {

@@ -4,8 +4,7 @@
 //! does not load is refused whole ([`Core::reload_rejected`]).
 
 use ajar_domain::policy::{evaluate, Principal};
-use ajar_domain::{AuditData, Catalog, NewAuditEvent, Request, RequestState};
-use ajar_store::RequestFilter;
+use ajar_domain::{AuditData, Catalog, NewAuditEvent, Request};
 use tracing::{error, warn};
 
 use crate::{Core, CoreError, CoreSettings};
@@ -19,13 +18,7 @@ impl Core {
     /// withdrawn for a changed destination stay withdrawn all the same.
     pub async fn reload(&self, catalog: Catalog, settings: CoreSettings) -> Result<(), CoreError> {
         let old = self.catalog();
-        let live = self
-            .store
-            .list_requests(&RequestFilter {
-                states: vec![RequestState::Pending, RequestState::Active],
-                ..Default::default()
-            })
-            .await?;
+        let live = self.live_requests().await?;
 
         // A target whose destination changes is withdrawn from before the
         // drivers learn the new one, so that no connection under an old

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use ajar_domain::{AuditEvent, Catalog, Change, DriverKind, GrantDuration, Name, Request, RequestState, Timestamp};
 use ajar_enforce::Driver;
-use ajar_store::Store;
+use ajar_store::{RequestFilter, Store};
 use tokio::sync::{broadcast, mpsc};
 use tracing::error;
 
@@ -164,6 +164,12 @@ impl Core {
                 error!(error = %e, "cannot write the audit file; the database keeps the events and the file catches up at the next write");
             }
         }
+    }
+
+    /// Every request something can still happen to: pending or active.
+    pub(crate) async fn live_requests(&self) -> Result<Vec<Request>, CoreError> {
+        let live = RequestFilter { states: vec![RequestState::Pending, RequestState::Active], ..Default::default() };
+        Ok(self.store.list_requests(&live).await?)
     }
 
     /// Commits a change of `before` (if nobody changed it meanwhile) with its

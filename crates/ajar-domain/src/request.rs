@@ -397,6 +397,20 @@ impl Request {
         Ok(())
     }
 
+    /// Whether `approver` may decide on this request now, saying `comment`.
+    fn check_decision(
+        &self,
+        approver: &Principal,
+        verdict: &Verdict,
+        comment: Option<&str>,
+        now: Timestamp,
+        action: &'static str,
+    ) -> Result<(), Rejected> {
+        self.require_pending_in_time(now, action)?;
+        check_approver(verdict, &self.requester, approver)?;
+        check_comment(comment)
+    }
+
     /// One approver approves. `verdict` is the policy engine's current view
     /// of this request; when enough distinct approvers have approved, the
     /// grant starts now.
@@ -407,9 +421,7 @@ impl Request {
         comment: Option<String>,
         now: Timestamp,
     ) -> Result<Change, Rejected> {
-        self.require_pending_in_time(now, "approved")?;
-        check_approver(verdict, &self.requester, approver)?;
-        check_comment(comment.as_deref())?;
+        self.check_decision(approver, verdict, comment.as_deref(), now, "approved")?;
         if self.approvals.iter().any(|a| a.approver == approver.name) {
             return Err(Rejected::AlreadyApproved);
         }
@@ -436,9 +448,7 @@ impl Request {
         comment: Option<String>,
         now: Timestamp,
     ) -> Result<Change, Rejected> {
-        self.require_pending_in_time(now, "denied")?;
-        check_approver(verdict, &self.requester, approver)?;
-        check_comment(comment.as_deref())?;
+        self.check_decision(approver, verdict, comment.as_deref(), now, "denied")?;
         Ok(self.finish(RequestState::Denied, AuditData::Denied {}, Actor::User(approver.name.clone()), comment, now))
     }
 
