@@ -42,9 +42,11 @@ enum Command {
         /// Where the config, database and audit log live.
         #[arg(long, default_value = "ajar-data")]
         dir: PathBuf,
-        /// Where the API listens on first start (written into the sample config).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Where the API listens on first start (written into the sample
+        /// config; default 127.0.0.1:8080). Later starts use the config's
+        /// `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
     /// Run the server with a config file.
     Server {

@@ -14,10 +14,24 @@ use rand::Rng;
 const CONFIG: &str = "ajar.toml";
 const PASSWORD_FILE: &str = "admin-password";
 
-pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Where the API listens on first start unless `--listen` says otherwise.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+pub async fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let config = dir.join(CONFIG);
-    let first_start = if config.exists() { None } else { Some(write_sample(dir, listen)?) };
+    let first_start = if config.exists() {
+        if let Some(asked) = listen {
+            check_listen_matches(&config, asked)?;
+        }
+        None
+    } else {
+        let listen = listen.unwrap_or(DEFAULT_LISTEN);
+        // Nothing is written until the address is known to be free, so a
+        // failed first start leaves nothing behind to trip the next one.
+        check_free(listen)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Some(write_sample(dir, listen)?)
+    };
     let shown_dir = dir.display().to_string();
     crate::serve::run(&config, move |url| {
         println!();
@@ -37,6 +51,37 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
         println!("Edit {shown_dir}/{CONFIG} to add your own targets and policies, then `kill -HUP` this process to reload.");
     })
     .await
+}
+
+/// Refuses to start when `listen` is taken, saying how to pick another.
+fn check_free(listen: SocketAddr) -> anyhow::Result<()> {
+    match TcpListener::bind(listen) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let other = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1).max(1024));
+            anyhow::bail!(
+                "cannot listen on {listen}: {e} (another ajar or another program has it); nothing was written; \
+                 choose a free address with `ajar up --listen {other}`"
+            )
+        }
+    }
+}
+
+/// A later start keeps the config's address: `--listen` that says
+/// otherwise is refused rather than silently ignored.
+fn check_listen_matches(config: &Path, asked: SocketAddr) -> anyhow::Result<()> {
+    let written = ajar_config::load(config)
+        .map_err(|errors| anyhow::anyhow!("the config has problems:\n{errors}"))?
+        .server
+        .listen;
+    if written != asked {
+        anyhow::bail!(
+            "{} already sets server.listen = \"{written}\"; --listen applies only on the first start: \
+             change server.listen in that file (or run without --listen)",
+            config.display()
+        );
+    }
+    Ok(())
 }
 
 /// Writes the sample config and the bootstrap password; returns the

@@ -397,3 +397,52 @@ async fn connect_reuses_an_active_grant_and_leaves_it_open() {
     assert_eq!(list[0]["state"], "active", "{list:#}");
     connect_ok(LOCAL, server.config.port("db")).await;
 }
+
+#[tokio::test]
+async fn up_on_a_taken_port_writes_nothing_and_says_how_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let addr = taken.local_addr().expect("address");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("ajar-data");
+    let up = |listen: String| {
+        let data = data.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                tokio::process::Command::new(ajar_bin())
+                    .args(["up", "--dir"])
+                    .arg(&data)
+                    .args(["--listen", &listen])
+                    .output(),
+            )
+            .await
+            .expect("`ajar up` on a taken port ends at once")
+            .expect("run ajar up")
+        }
+    };
+    let out = up(addr.to_string()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(stderr.contains("ajar up --listen 127.0.0.1:"), "the error says how to choose another:\n{stderr}");
+    assert!(!data.join("ajar.toml").exists() && !data.join("admin-password").exists(), "nothing was written");
+    drop(taken);
+}
+
+#[tokio::test]
+async fn a_later_up_refuses_a_listen_the_config_does_not_say_instead_of_ignoring_it() {
+    let mut server = TestServer::up().await;
+    assert!(server.sigterm().success());
+    let data = server.dir().join("ajar-data");
+    let out = tokio::process::Command::new(ajar_bin())
+        .args(["up", "--dir"])
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:9"])
+        .output()
+        .await
+        .expect("run ajar up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("already sets server.listen = \"127.0.0.1:0\""), "{stderr}");
+    assert!(stderr.contains("change server.listen in that file"), "{stderr}");
+}
