@@ -9,8 +9,6 @@
 //! say; events written before it was introduced read back as the same
 //! variants (tested against a database written by an earlier ajar).
 
-use std::net::SocketAddr;
-
 use crate::connection::ConnectionEvent;
 use crate::{Action, Name, Timestamp};
 
@@ -161,14 +159,6 @@ impl AuditData {
         let tagged = serde_json::json!({ "action": action.as_str(), "data": data });
         let parsed: AuditData = serde_json::from_value(tagged).ok()?;
         (parsed.to_value() == *data).then_some(parsed)
-    }
-
-    /// The address a connection event is about.
-    pub fn peer(&self) -> Option<SocketAddr> {
-        match self {
-            AuditData::Connection(c) | AuditData::ConnectionRefused(c) => Some(c.peer),
-            _ => None,
-        }
     }
 }
 
