@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ajar_domain::{Action, RequestId, Timestamp};
+use ajar_domain::{RequestId, RequestState, Timestamp};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::time::{delay_queue, DelayQueue};
@@ -29,7 +29,7 @@ impl Core {
         let now = self.now();
         match request.expire(now).or_else(|| request.time_out(now)) {
             Some(change) => {
-                if change.actions().contains(&Action::Expired) {
+                if change.next.state == RequestState::Expired {
                     if let Some(end) = request.ends_at {
                         let lag = (now - end).num_milliseconds().max(0);
                         self.metrics().record_expiry_lag(u64::try_from(lag).unwrap_or(0));

@@ -151,7 +151,11 @@ impl Core {
     /// `filter.limit` (and never more than 500). Visibility depends on the
     /// policy, not on a column, so the store is read page by page until the
     /// listing is full or the matches run out (or [`LIST_SCAN`] were read).
-    pub async fn list_requests(&self, who: &Principal, filter: RequestFilter) -> Result<Vec<RequestView>, CoreError> {
+    pub(crate) async fn list_requests(
+        &self,
+        who: &Principal,
+        filter: RequestFilter,
+    ) -> Result<Vec<RequestView>, CoreError> {
         let want = if filter.limit == 0 { LIST_LIMIT } else { filter.limit.min(LIST_LIMIT) };
         let catalog = self.catalog();
         let mut seen = HashSet::new();

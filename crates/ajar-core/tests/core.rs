@@ -11,11 +11,11 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use ajar_core::{Core, CoreSettings, ManualClock};
+use ajar_core::{Core, CoreSettings, ManualClock, RequestQuery};
 use ajar_domain::policy::{Ask, Principal};
 use ajar_domain::{Action, DriverKind, EnforcementStatus, GrantDuration, RequestId, RequestState, Target, Timestamp};
 use ajar_enforce::{Driver, DriverError, GrantSpec, Observation, Observed, Opened};
-use ajar_store::{AuditScope, RequestFilter, SqliteStore, Store};
+use ajar_store::{AuditScope, SqliteStore, Store};
 
 /// What a [`Recording`] driver has open, and what it was told.
 #[derive(Default)]
@@ -347,12 +347,12 @@ async fn a_listing_is_filled_with_what_the_caller_may_see_however_much_else_is_n
         w.core.create_request(&alice, ADDR, ask("scratch", 10)).await.unwrap();
         w.clock.advance(chrono::Duration::milliseconds(1));
     }
-    let listed = w.core.list_requests(&bob, RequestFilter::default()).await.unwrap();
+    let listed = w.core.find_requests(&bob, &RequestQuery::default()).await.unwrap();
     let listed: BTreeSet<RequestId> = listed.into_iter().map(|v| v.request.id.clone()).collect();
     assert_eq!(listed, mine);
     // The requester sees the newest 500 of their own.
-    let own = w.core.list_requests(&alice, RequestFilter::default()).await.unwrap();
+    let own = w.core.find_requests(&alice, &RequestQuery::default()).await.unwrap();
     assert_eq!(own.len(), 500);
-    let limited = w.core.list_requests(&bob, RequestFilter { limit: 2, ..Default::default() }).await.unwrap();
+    let limited = w.core.find_requests(&bob, &RequestQuery { limit: 2, ..Default::default() }).await.unwrap();
     assert_eq!(limited.len(), 2);
 }

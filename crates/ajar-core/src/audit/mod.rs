@@ -89,7 +89,7 @@ impl Core {
     }
 
     /// Searches the audit log, newest first, within what `who` may read.
-    pub async fn audit_search(
+    pub(crate) async fn audit_search(
         &self,
         who: &Principal,
         filter: &AuditFilter,
