@@ -32,7 +32,7 @@ pub fn request(view: RequestView, host: &str) -> RequestDto {
         close_comment: r.close_comment,
         policies: r.policies.iter().map(|p| p.to_string()).collect(),
         enforcement: EnforcementDto { status: enforcement(r.enforcement.status), error: r.enforcement.error },
-        connect: view.connect.map(|c| connect(c.host, c.port, host)),
+        connect: view.connect.map(|c| connect(c.host, c.port, host, view.also)),
     }
 }
 
@@ -47,12 +47,17 @@ pub fn target(view: TargetView, host: &str) -> TargetDto {
         approvals_required: view.approvals_required,
         approvers: view.approvers,
         policies: view.policies,
-        connect: view.connect.map(|c| connect(c.host, c.port, host)),
+        connect: view.connect.map(|c| connect(c.host, c.port, host, view.also)),
     }
 }
 
-fn connect(opened_host: String, port: u16, host: &str) -> Connect {
-    Connect { host: if opened_host.is_empty() { host.to_owned() } else { opened_host }, port }
+fn connect(opened_host: String, port: u16, host: &str, also: Vec<ajar_core::Opened>) -> Connect {
+    let host_of = |h: String| if h.is_empty() { host.to_owned() } else { h };
+    Connect {
+        host: host_of(opened_host),
+        port,
+        also: also.into_iter().map(|o| ajar_wire::Endpoint { host: host_of(o.host), port: o.port }).collect(),
+    }
 }
 
 pub fn audit_event(e: AuditEvent) -> AuditEventDto {

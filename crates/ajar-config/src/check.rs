@@ -48,6 +48,7 @@ pub(crate) fn assemble(d: Drafts) -> Option<Config> {
     Some(Config {
         server: d.server?,
         oidc: d.oidc?,
+        agents: d.agents?.map(|(settings, _)| settings),
         catalog: Catalog {
             access: Access { admins: values(&d.access.admins), auditors: values(&d.access.auditors) },
             users: d.users.into_iter().map(|u| u.user).collect::<Option<_>>()?,
@@ -217,6 +218,9 @@ fn gateway_addresses(r: &mut Reader<'_>, d: &Drafts) {
     let mut taken: Vec<(&Located<SocketAddr>, String)> = Vec::new();
     if let Some(listen) = &d.server_listen {
         taken.push((listen, "the server (server.listen)".to_owned()));
+    }
+    if let Some(Some((_, listen))) = &d.agents {
+        taken.push((listen, "the agent listener (agents.listen)".to_owned()));
     }
     for target in &d.targets {
         if let Some(listen) = &target.listen {

@@ -29,6 +29,9 @@ pub(crate) struct Drafts {
     pub policies: Vec<PolicyDraft>,
     /// `[oidc]`: `None` when invalid, `Some(None)` when absent.
     pub oidc: Option<Option<crate::OidcSettings>>,
+    /// `[agents]` with where it listens: `None` when invalid, `Some(None)`
+    /// when absent.
+    pub agents: Option<Option<(crate::AgentSettings, Located<SocketAddr>)>>,
 }
 
 #[derive(Default)]
@@ -50,6 +53,8 @@ pub(crate) struct TargetDraft {
     pub name: Option<Located<Name>>,
     pub labels: BTreeMap<String, String>,
     pub listen: Option<Located<SocketAddr>>,
+    /// `agent_group`, where it was written.
+    pub agent_group: Option<Located<Name>>,
     pub target: Option<Target>,
 }
 
@@ -62,7 +67,7 @@ pub(crate) struct PolicyDraft {
     pub policy: Option<Policy>,
 }
 
-const TOP_KEYS: &[&str] = &["server", "access", "users", "targets", "policies", "oidc"];
+const TOP_KEYS: &[&str] = &["server", "access", "users", "targets", "policies", "oidc", "agents"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "data_dir",
@@ -84,8 +89,18 @@ const SERVER_KEYS: &[&str] = &[
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const ACCESS_KEYS: &[&str] = &["admins", "auditors", "groups"];
 const USER_KEYS: &[&str] = &["name", "password_hash", "groups"];
-const TARGET_KEYS: &[&str] =
-    &["name", "address", "driver", "labels", "gateway", "nftables", "iptables", "aws_sg", "aws_instance"];
+const TARGET_KEYS: &[&str] = &[
+    "name",
+    "address",
+    "driver",
+    "labels",
+    "agent_group",
+    "gateway",
+    "nftables",
+    "iptables",
+    "aws_sg",
+    "aws_instance",
+];
 const GATEWAY_KEYS: &[&str] = &["listen", "public_host"];
 const NAT_KEYS: &[&str] = &["listen", "enable_forwarding"];
 const POLICY_KEYS: &[&str] =
@@ -140,7 +155,23 @@ pub(crate) fn decode(r: &mut Reader<'_>, root: &Table, base: &Path) -> Drafts {
         }
         None => Some(None),
     };
-    Drafts { server, server_listen, access, users, targets, policies, oidc }
+    let agents = match root.get("agents") {
+        Some(f) => crate::agents::agents(r, &f).map(Some),
+        None => Some(None),
+    };
+    if let Some(None) = &agents {
+        for group in targets.iter().filter_map(|t: &TargetDraft| t.agent_group.as_ref()) {
+            r.error(
+                &group.loc,
+                format!(
+                    "this target is enforced by the agents of group {:?}, but no [agents] section says where agents connect; \
+                     add [agents] listen = \"0.0.0.0:8443\", or remove agent_group to enforce it on this server",
+                    group.value.as_str()
+                ),
+            );
+        }
+    }
+    Drafts { server, server_listen, access, users, targets, policies, oidc, agents }
 }
 
 fn server(r: &mut Reader<'_>, field: &Field<'_>, base: &Path) -> (Option<ServerSettings>, Option<Located<SocketAddr>>) {
@@ -431,6 +462,21 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
         Some(f) => labels(r, &f),
         None => Some(BTreeMap::new()),
     };
+    let agent_group = t.get("agent_group").and_then(|f| r.parse(&f, Name::parse));
+    if let (Some(group), Some(kind)) = (&agent_group, driver.as_ref().map(|d| d.value)) {
+        if !kind.runs_on_agents() {
+            let allowed: Vec<&str> =
+                DriverKind::ALL.iter().filter(|k| k.runs_on_agents()).map(|k| k.as_str()).collect();
+            r.error(
+                &group.loc,
+                format!(
+                    "agents run only the {} drivers, and this target uses {:?} (which the server runs itself, against the cloud API); remove agent_group",
+                    allowed.join(", "),
+                    kind.as_str()
+                ),
+            );
+        }
+    }
     let gateway_field = t.get("gateway");
     let gateway = match &gateway_field {
         // `None` is an error; `Some(None)` means there is no gateway table.
@@ -507,9 +553,23 @@ fn target(r: &mut Reader<'_>, t: &TableView<'_>) -> TargetDraft {
             DriverKind::Iptables => DriverSettings::Iptables(nat??.settings()?),
             DriverKind::AwsSg | DriverKind::AwsInstance => aws??,
         };
-        Some(Target { name: name.as_ref()?.value.clone(), address: address?.value, labels: labels.clone()?, driver })
+        let agent_group = match &agent_group {
+            Some(g) => Some(g.value.clone()),
+            None if t.get("agent_group").is_some() => return None,
+            None => None,
+        };
+        Some(Target {
+            name: name.as_ref()?.value.clone(),
+            address: address?.value,
+            labels: labels.clone()?,
+            driver,
+            agent_group,
+        })
     })();
-    TargetDraft { name, labels: labels.unwrap_or_default(), listen, target }
+    // An agent's listener is on the agent's host: it cannot clash with this
+    // server's own.
+    let listen = if agent_group.is_some() { None } else { listen };
+    TargetDraft { name, labels: labels.unwrap_or_default(), listen, agent_group, target }
 }
 
 /// A kernel DNAT driver's table, each part `None` when invalid.

@@ -64,6 +64,7 @@
 //! wrong type instead of stopping at the first, and locates even tables the
 //! file only implies.
 
+mod agents;
 mod aws;
 mod check;
 mod decode;
@@ -79,6 +80,7 @@ use std::time::Duration;
 
 use ajar_domain::{Catalog, GrantDuration};
 
+pub use agents::{AgentSettings, GroupSettings};
 pub use error::{ConfigError, ConfigErrors};
 pub use oidc::{OidcSettings, Secret, SecretRef, TrustedTokens, UnmappedGroups};
 pub use summary::summary;
@@ -90,6 +92,8 @@ pub struct Config {
     pub catalog: Catalog,
     /// Single sign-on, when `[oidc]` is present.
     pub oidc: Option<OidcSettings>,
+    /// Where `ajar agent`s connect, when `[agents]` is present.
+    pub agents: Option<AgentSettings>,
 }
 
 /// How the server runs, from `[server]`.

@@ -1352,3 +1352,70 @@ max_api_connections = "many"
         assert!(errors.to_string().contains("server.public_url"), "{bad}: {errors}");
     }
 }
+
+const AGENT_TARGET: &str = r#"
+[server]
+
+[agents]
+listen = "0.0.0.0:8443"
+names = ["ajar.example.com", "10.0.0.5"]
+offline_grace = "5s"
+groups = { vpc-b = { offline = "keep-until-end" } }
+
+[[targets]]
+name = "db-a"
+address = "127.0.0.1:5432"
+driver = "gateway"
+agent_group = "vpc-a"
+gateway = { listen = "0.0.0.0:15432" }
+
+[[targets]]
+name = "db-b"
+address = "127.0.0.1:5432"
+driver = "gateway"
+agent_group = "vpc-b"
+gateway = { listen = "0.0.0.0:15432" }
+"#;
+
+#[test]
+fn targets_name_the_agent_group_that_enforces_them() {
+    let config = ok(AGENT_TARGET);
+    let agents = config.agents.expect("agents");
+    assert_eq!(agents.listen, "0.0.0.0:8443".parse::<SocketAddr>().unwrap());
+    assert_eq!(agents.names, ["ajar.example.com", "10.0.0.5"]);
+    let a = ajar_domain::Name::parse("vpc-a").unwrap();
+    let b = ajar_domain::Name::parse("vpc-b").unwrap();
+    assert_eq!(agents.group(&a).offline, ajar_domain::OfflineMode::Cut);
+    assert_eq!(agents.group(&a).offline_grace, Duration::from_secs(5));
+    assert_eq!(agents.group(&b).offline, ajar_domain::OfflineMode::KeepUntilEnd);
+    let targets = &config.catalog.targets;
+    assert_eq!(targets[0].agent_group.as_ref(), Some(&a));
+    assert_eq!(targets[0].placement(), ajar_domain::Placement::Agents);
+    // The same address behind two groups is two machines: the listen
+    // addresses do not clash (they are on the agents' hosts), and the
+    // destinations differ.
+    assert_ne!(targets[0].destination(), targets[1].destination());
+}
+
+#[test]
+fn agent_groups_need_an_agent_listener_and_a_driver_agents_run() {
+    check(
+        "[server]\n[[targets]]\nname = \"db\"\naddress = \"10.0.0.1:5432\"\ndriver = \"gateway\"\nagent_group = \"vpc-a\"\ngateway = { listen = \"0.0.0.0:15432\" }\n",
+        &[("6:15", "targets[0].agent_group", "no [agents] section says where agents connect")],
+    );
+    check(
+        "[server]\n[agents]\nlisten = \"0.0.0.0:8443\"\n[[targets]]\nname = \"sg\"\naddress = \"10.0.0.1:22\"\ndriver = \"aws-sg\"\nagent_group = \"vpc-a\"\naws_sg = { security_group_id = \"sg-0abc1234\", region = \"us-east-1\" }\n",
+        &[("8:15", "targets[0].agent_group", "agents run only the gateway, nftables, iptables drivers")],
+    );
+    check(
+        "[server]\n[agents]\nlisten = \"0.0.0.0:8443\"\noffline_grace = \"1h\"\ngroups = { a = { offline = \"open\" } }\n",
+        &[
+            ("4:17", "agents.offline_grace", "use 1s to 10m"),
+            ("5:28", "agents.groups.a.offline", "is not an offline mode"),
+        ],
+    );
+    check(
+        "[server]\nlisten = \"127.0.0.1:8443\"\n[agents]\nlisten = \"127.0.0.1:8443\"\n",
+        &[("4:10", "agents.listen", "already taken by the server")],
+    );
+}

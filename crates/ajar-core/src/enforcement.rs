@@ -43,18 +43,20 @@ impl Core {
         let target = catalog.target(request.target.as_str()).ok_or_else(|| {
             DriverError::permanent(format!("target {} is no longer in the configuration", request.target))
         })?;
-        let driver = self
-            .drivers
-            .get(&target.kind())
-            .ok_or_else(|| DriverError::permanent(format!("driver {} is not running on this server", target.kind())))?;
+        let driver = self.drivers.get(&target.placement()).ok_or_else(|| match target.placement() {
+            ajar_domain::Placement::Agents => DriverError::permanent(
+                "agents are off on this server: add an [agents] section to the config and restart it",
+            ),
+            placement => DriverError::permanent(format!("driver {placement} is not running on this server")),
+        })?;
         Ok((target.clone(), driver.clone()))
     }
 
     /// Brings the drivers up for `catalog`'s targets, each driver with those
-    /// of its kind.
+    /// it runs (its kind on this server, or the agents).
     pub(crate) async fn configure_drivers(&self, catalog: &Catalog) -> Result<(), CoreError> {
         for (kind, driver) in &self.drivers {
-            let targets: Vec<Target> = catalog.targets.iter().filter(|t| t.kind() == *kind).cloned().collect();
+            let targets: Vec<Target> = catalog.targets.iter().filter(|t| t.placement() == *kind).cloned().collect();
             driver
                 .configure(&targets)
                 .await
@@ -189,7 +191,7 @@ impl Core {
         let Ok((target, driver)) = self.driver_for(&catalog, &request) else { return };
         // A cloud driver's rules and instances are the same for every
         // replica: the replica that made the change has acted on them.
-        if target.kind().is_shared() {
+        if target.placement().is_shared() {
             return;
         }
         match (request.state, request.ends_at) {

@@ -8,6 +8,7 @@
 //! grants at their exact end and `reconcile.rs` repairs any drift between
 //! the store and the drivers.
 
+pub mod agents;
 pub mod audit;
 pub mod deadline;
 mod enforcement;
@@ -22,6 +23,7 @@ mod shell;
 mod targets;
 
 pub use ajar_enforce::clock::{Clock, ManualClock, SystemClock};
+pub use ajar_enforce::Opened;
 pub use audit::{AuditProblem, AuditReport};
 pub use error::CoreError;
 pub use identity::auth;

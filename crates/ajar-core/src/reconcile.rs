@@ -91,7 +91,7 @@ impl Core {
             let observed = observation.open;
             let mine: Vec<&Request> = active
                 .iter()
-                .filter(|r| catalog.target(r.target.as_str()).is_some_and(|t| t.kind() == *kind))
+                .filter(|r| catalog.target(r.target.as_str()).is_some_and(|t| t.placement() == *kind))
                 .collect();
             let desired: Vec<GrantSpec> = mine
                 .iter()
@@ -113,7 +113,7 @@ impl Core {
                 match self.store.get_request(id).await {
                     Ok(Some(r))
                         if r.state == RequestState::Active
-                            && catalog.target(r.target.as_str()).is_some_and(|t| t.kind() == *kind) =>
+                            && catalog.target(r.target.as_str()).is_some_and(|t| t.placement() == *kind) =>
                     {
                         continue
                     }

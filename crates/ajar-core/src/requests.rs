@@ -19,6 +19,8 @@ use crate::{Core, CoreError};
 pub struct RequestView {
     pub request: Request,
     pub connect: Option<Opened>,
+    /// Other addresses that reach the same grant (other agents of the group).
+    pub also: Vec<Opened>,
 }
 
 /// How many requests a listing returns at most.
@@ -76,14 +78,16 @@ impl Core {
 
     pub(crate) fn view(&self, request: Request) -> RequestView {
         let open = request.state == RequestState::Active && request.enforcement.status == EnforcementStatus::Open;
-        let connect = if open {
+        let mut all = if open {
             self.catalog()
                 .target(request.target.as_str())
-                .and_then(|t| self.drivers.get(&t.kind()).and_then(|d| d.connect_info(t, Some(&request.id))))
+                .and_then(|t| self.drivers.get(&t.placement()).map(|d| d.connect_all(t, Some(&request.id))))
+                .unwrap_or_default()
         } else {
-            None
+            Vec::new()
         };
-        RequestView { request, connect }
+        let connect = (!all.is_empty()).then(|| all.remove(0));
+        RequestView { request, connect, also: all }
     }
 
     /// The requester as the policy engine should see them now: with their

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use ajar_domain::{AuditEvent, Catalog, Change, DriverKind, GrantDuration, Name, Request, RequestState, Timestamp};
+use ajar_domain::{AuditEvent, Catalog, Change, GrantDuration, Name, Placement, Request, RequestState, Timestamp};
 use ajar_enforce::Driver;
 use ajar_store::{RequestFilter, Store};
 use tokio::sync::{broadcast, mpsc};
@@ -36,7 +36,7 @@ pub struct Core {
     pub(crate) store: Arc<dyn Store>,
     catalog: RwLock<Arc<Catalog>>,
     settings: RwLock<CoreSettings>,
-    pub(crate) drivers: BTreeMap<DriverKind, Arc<dyn Driver>>,
+    pub(crate) drivers: BTreeMap<Placement, Arc<dyn Driver>>,
     clock: Arc<dyn Clock>,
     audit_file: Option<AuditFile>,
     pub(crate) limiter: LoginLimiter,
@@ -57,6 +57,10 @@ pub struct Core {
     /// How far the audit log is known to verify, so that a view can check
     /// only the events written since.
     pub(crate) audit_checked: Checked,
+    /// Tokens, certificates and live links of agents, when `[agents]` is on.
+    pub(crate) agent_plane: OnceLock<Arc<dyn crate::agents::AgentPlane>>,
+    /// Agents revoked here, for the agent listener to drop at once.
+    pub(crate) agent_revoked: broadcast::Sender<Name>,
 }
 
 /// How many password checks may run at once: one per core, at least two.
@@ -69,7 +73,7 @@ impl Core {
         store: Arc<dyn Store>,
         catalog: Catalog,
         settings: CoreSettings,
-        drivers: BTreeMap<DriverKind, Arc<dyn Driver>>,
+        drivers: BTreeMap<Placement, Arc<dyn Driver>>,
         clock: Arc<dyn Clock>,
         audit_file: Option<AuditFile>,
     ) -> Arc<Self> {
@@ -90,6 +94,8 @@ impl Core {
             changes: broadcast::channel(256).0,
             seen_bearers: Mutex::default(),
             audit_checked: Checked::default(),
+            agent_plane: OnceLock::new(),
+            agent_revoked: broadcast::channel(64).0,
         })
     }
 

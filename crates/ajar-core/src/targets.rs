@@ -17,25 +17,36 @@ pub struct TargetView {
     pub approvers: Vec<String>,
     pub policies: Vec<String>,
     pub connect: Option<Opened>,
+    /// Other addresses that reach the target (other agents of its group).
+    pub also: Vec<Opened>,
 }
 
 impl Core {
     pub fn connect_info(&self, target: &Target) -> Option<Opened> {
-        self.drivers.get(&target.kind()).and_then(|d| d.connect_info(target, None))
+        self.drivers.get(&target.placement()).and_then(|d| d.connect_info(target, None))
     }
 
     pub fn targets(&self, who: &Principal) -> Vec<TargetView> {
         let catalog = self.catalog();
         policy::offers(&catalog, who)
             .into_iter()
-            .map(|offer| TargetView {
-                target: offer.target.clone(),
-                max_duration: offer.max_duration,
-                reason_required: offer.reason_required,
-                approvals_required: offer.approvals_required,
-                approvers: offer.approvers.iter().map(|s| s.to_string()).collect(),
-                policies: offer.policies.iter().map(|p| p.to_string()).collect(),
-                connect: self.connect_info(offer.target),
+            .map(|offer| {
+                let mut all = self
+                    .drivers
+                    .get(&offer.target.placement())
+                    .map(|d| d.connect_all(offer.target, None))
+                    .unwrap_or_default();
+                let connect = (!all.is_empty()).then(|| all.remove(0));
+                TargetView {
+                    target: offer.target.clone(),
+                    max_duration: offer.max_duration,
+                    reason_required: offer.reason_required,
+                    approvals_required: offer.approvals_required,
+                    approvers: offer.approvers.iter().map(|s| s.to_string()).collect(),
+                    policies: offer.policies.iter().map(|p| p.to_string()).collect(),
+                    connect,
+                    also: all,
+                }
             })
             .collect()
     }

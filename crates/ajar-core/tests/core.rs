@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use ajar_core::{Core, CoreSettings, ManualClock, RequestQuery};
 use ajar_domain::policy::{Ask, Principal};
-use ajar_domain::{Action, DriverKind, EnforcementStatus, GrantDuration, RequestId, RequestState, Target, Timestamp};
+use ajar_domain::{
+    Action, DriverKind, EnforcementStatus, GrantDuration, Placement, RequestId, RequestState, Target, Timestamp,
+};
 use ajar_enforce::{Driver, DriverError, GrantSpec, Observation, Observed, Opened};
 use ajar_store::{AuditScope, SqliteStore, Store};
 
@@ -157,7 +159,7 @@ fn settings() -> CoreSettings {
 fn replica(store: Arc<SqliteStore>, clock: Arc<ManualClock>) -> World {
     let config = ajar_config::parse(Path::new("test.toml"), CONFIG).unwrap();
     let driver = Arc::new(Recording::default());
-    let drivers = BTreeMap::from([(DriverKind::Gateway, driver.clone() as Arc<dyn Driver>)]);
+    let drivers = BTreeMap::from([(Placement::Local(DriverKind::Gateway), driver.clone() as Arc<dyn Driver>)]);
     let core = Core::new(store.clone(), config.catalog, settings(), drivers, clock.clone(), None);
     World { core, store, clock, driver }
 }

@@ -18,12 +18,23 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     /// Which driver enforces this target, with that driver's settings.
     pub driver: DriverSettings,
+    /// The agents that enforce this target in their own network (`ajar
+    /// agent`); `None` when this server's own driver does.
+    pub agent_group: Option<Name>,
 }
 
 impl Target {
     /// Which driver enforces this target.
     pub fn kind(&self) -> DriverKind {
         self.driver.kind()
+    }
+
+    /// Who runs the driver: this server, or the agents of a group.
+    pub fn placement(&self) -> Placement {
+        match self.agent_group {
+            Some(_) => Placement::Agents,
+            None => Placement::Local(self.kind()),
+        }
     }
 
     /// Where a grant on this target reaches, in words: the address, and for
@@ -58,7 +69,11 @@ impl Target {
                 format!("{} (from subnet {} in {})", self.address, i.subnet_id, region(&i.api))
             }
             DriverSettings::Gateway(_) | DriverSettings::Nftables(_) | DriverSettings::Iptables(_) => {
-                self.address.clone()
+                match &self.agent_group {
+                    // The same address in another network is another machine.
+                    Some(group) => format!("{} (in the network of agent group {group})", self.address),
+                    None => self.address.clone(),
+                }
             }
         }
     }
@@ -208,6 +223,36 @@ pub struct AwsInstanceSettings {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Where a target's driver runs: in this server (one driver per kind), or
+/// in the agents of the target's `agent_group`, which run the same drivers
+/// in their own networks and are reached through one hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Placement {
+    Local(DriverKind),
+    Agents,
+}
+
+impl Placement {
+    /// Whether the path lives in shared cloud state every replica sees
+    /// (see [`DriverKind::is_shared`]); an agent's grants are pushed by
+    /// every replica its agents may be connected to, so they are not.
+    pub fn is_shared(self) -> bool {
+        match self {
+            Placement::Local(kind) => kind.is_shared(),
+            Placement::Agents => false,
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placement::Local(kind) => write!(f, "{kind}"),
+            Placement::Agents => f.write_str("agents"),
+        }
+    }
+}
+
 /// How a path to a target is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DriverKind {
@@ -250,6 +295,13 @@ impl DriverKind {
 
     /// Whether the driver programs the kernel through DNAT (its settings are
     /// [`NatSettings`]).
+    /// Whether an `ajar agent` can run this driver for a target of its
+    /// group: the ones that act on the host they run on. The AWS drivers
+    /// act on the cloud API, which the server reaches itself.
+    pub fn runs_on_agents(self) -> bool {
+        matches!(self, DriverKind::Gateway | DriverKind::Nftables | DriverKind::Iptables)
+    }
+
     pub fn is_nat(self) -> bool {
         matches!(self, DriverKind::Nftables | DriverKind::Iptables)
     }
@@ -391,6 +443,7 @@ mod tests {
                 listen: "127.0.0.1:15432".parse().expect("addr"),
                 public_host: None,
             }),
+            agent_group: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! current time is always a parameter. That is what lets the property tests
 //! in `tests/` explore the state machine exhaustively.
 
+pub mod agent;
 pub mod audit;
 pub mod catalog;
 pub mod connection;
@@ -16,8 +17,11 @@ pub mod request;
 pub mod source;
 pub mod text;
 
+pub use agent::{AgentRecord, AgentToken, LinkState, OfflineMode};
 pub use audit::{Action, AuditData, AuditEvent, ChainBreak, NewAuditEvent};
-pub use catalog::{Access, Catalog, DriverKind, DriverSettings, Policy, Subject, Target, TargetSelector, User};
+pub use catalog::{
+    Access, Catalog, DriverKind, DriverSettings, Placement, Policy, Subject, Target, TargetSelector, User,
+};
 pub use catalog::{AwsApi, AwsInstanceSettings, AwsSgSettings, GatewaySettings, IpProtocol, NatSettings};
 pub use duration::GrantDuration;
 pub use identity::ExternalIdentity;

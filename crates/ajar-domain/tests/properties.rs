@@ -39,6 +39,7 @@ fn catalog(approvals: u32, max_secs: u64, approver_mask: u8, sources: Vec<Source
                 listen: "127.0.0.1:15432".parse().expect("addr"),
                 public_host: None,
             }),
+            agent_group: None,
         }],
         policies: vec![Policy {
             name: name("p"),

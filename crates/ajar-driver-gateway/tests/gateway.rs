@@ -76,6 +76,7 @@ fn target(name: &str, address: SocketAddr, listen: &str) -> Target {
         address: address.to_string(),
         labels: Default::default(),
         driver: DriverSettings::Gateway(GatewaySettings { listen: listen.parse().unwrap(), public_host: None }),
+        agent_group: None,
     }
 }
 

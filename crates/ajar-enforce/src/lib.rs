@@ -120,6 +120,12 @@ pub trait Driver: Send + Sync {
     /// it); `None` asks for the target as a whole.
     fn connect_info(&self, target: &Target, grant: Option<&RequestId>) -> Option<Opened>;
 
+    /// Every address a client may use, the preferred one first: where
+    /// several agents serve a target, each has its own.
+    fn connect_all(&self, target: &Target, grant: Option<&RequestId>) -> Vec<Opened> {
+        self.connect_info(target, grant).into_iter().collect()
+    }
+
     /// Removes everything this driver ever installed for ajar (`ajar server
     /// --cleanup`), for the given targets of its kind; returns sentences
     /// saying what was removed (empty when nothing was there).
@@ -184,6 +190,7 @@ mod tests {
                 listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 public_host: None,
             }),
+            agent_group: None,
         }
     }
 

@@ -330,6 +330,7 @@ mod tests {
                 destination: "10.77.2.2:22".parse().unwrap(),
                 enable_forwarding: false,
             }),
+            agent_group: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! shaped around those units of work (not around tables) so that another
 //! backend (PostgreSQL) can implement it without the callers changing.
 
+mod agents;
 mod codec;
 mod identity;
 #[macro_use]
@@ -15,6 +16,7 @@ mod sqlite;
 
 use ajar_domain::{AuditEvent, NewAuditEvent, Request, RequestId, RequestState, Timestamp};
 
+pub use agents::{AgentStore, EnrolRefusal, TokenState};
 pub use identity::IdentityStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -108,7 +110,7 @@ pub struct AuditFilter {
 }
 
 #[async_trait::async_trait]
-pub trait Store: IdentityStore + Send + Sync {
+pub trait Store: IdentityStore + AgentStore + Send + Sync {
     /// Inserts a new request and appends `events`, atomically.
     async fn insert_request(
         &self,

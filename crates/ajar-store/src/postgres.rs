@@ -123,3 +123,4 @@ impl PgStore {
 
 crate::sql::sql_store!(PgStore, Postgres);
 crate::identity::identity_store!(PgStore, Postgres);
+crate::agents::agent_store!(PgStore, Postgres);

@@ -83,3 +83,4 @@ impl SqliteStore {
 
 crate::sql::sql_store!(SqliteStore, Sqlite);
 crate::identity::identity_store!(SqliteStore, Sqlite);
+crate::agents::agent_store!(SqliteStore, Sqlite);

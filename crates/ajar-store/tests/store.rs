@@ -407,3 +407,77 @@ async fn a_database_migrated_by_a_newer_ajar_is_refused_in_words() {
         assert!(error.contains("newer ajar"), "{error}");
     }
 }
+
+fn agent_record(agent: &str, serial: &str) -> ajar_domain::AgentRecord {
+    ajar_domain::AgentRecord {
+        name: name(agent),
+        group: name("vpc-a"),
+        cert_serial: serial.to_owned(),
+        cert_not_after: at(86_400),
+        enrolled_at: at(10),
+        version: "0.1.0".to_owned(),
+        last_seen: None,
+        revoked_at: None,
+        revoked_by: None,
+    }
+}
+
+fn agent_event(agent: &str) -> NewAuditEvent {
+    NewAuditEvent::system(at(10), ajar_domain::AuditData::AgentRefused { agent: agent.to_owned() })
+}
+
+#[tokio::test]
+async fn an_enrolment_token_works_once_before_it_expires_and_revocation_sticks() {
+    use ajar_store::EnrolRefusal;
+    for (backend, store, _dir) in stores().await {
+        let token = ajar_domain::AgentToken {
+            hash: "h1".into(),
+            group: name("vpc-a"),
+            created_by: name("admin"),
+            created_at: at(0),
+            expires_at: at(900),
+        };
+        store.insert_agent_token(&token, vec![agent_event("t")]).await.expect("token");
+        let events_before = all_events(store.as_ref()).await.len();
+
+        // Unknown and expired tokens are refused and change nothing.
+        let unknown = store.enroll_agent("nope", at(10), &agent_record("a1", "01"), vec![agent_event("a1")]).await;
+        assert_eq!(unknown.expect("store"), Err(EnrolRefusal::UnknownToken), "{backend}");
+        let late = store.enroll_agent("h1", at(900), &agent_record("a1", "01"), vec![agent_event("a1")]).await;
+        assert!(matches!(late.expect("store"), Err(EnrolRefusal::Expired { .. })), "{backend}");
+        assert_eq!(all_events(store.as_ref()).await.len(), events_before, "{backend}: a refusal wrote events");
+
+        // The first use enrols, with its event; the second is refused.
+        let first = store.enroll_agent("h1", at(10), &agent_record("a1", "01"), vec![agent_event("a1")]).await;
+        assert_eq!(first.expect("store").expect("enrolled").len(), 1, "{backend}");
+        let again = store.enroll_agent("h1", at(11), &agent_record("a2", "02"), vec![agent_event("a2")]).await;
+        assert_eq!(again.expect("store"), Err(EnrolRefusal::Used { by: "a1".into() }), "{backend}");
+
+        // A second token cannot take a name in use.
+        let token2 = ajar_domain::AgentToken { hash: "h2".into(), ..token.clone() };
+        store.insert_agent_token(&token2, vec![agent_event("t")]).await.expect("token");
+        let taken = store.enroll_agent("h2", at(12), &agent_record("a1", "03"), vec![agent_event("a1")]).await;
+        assert!(matches!(taken.expect("store"), Err(EnrolRefusal::NameTaken { .. })), "{backend}");
+
+        // Renewal is a compare-and-set on the serial.
+        let renewed = store.renew_agent("a1", "01", "04", at(90_000), vec![agent_event("a1")]).await.expect("renew");
+        assert!(renewed.is_some(), "{backend}");
+        let stale = store.renew_agent("a1", "01", "05", at(90_000), vec![agent_event("a1")]).await.expect("renew");
+        assert!(stale.is_none(), "{backend}: a stale serial renewed");
+        assert_eq!(store.agent("a1").await.expect("read").expect("agent").cert_serial, "04", "{backend}");
+
+        // Revocation sticks, and frees the name for a new enrolment.
+        let revoked = store.revoke_agent("a1", at(20), &name("admin"), vec![agent_event("a1")]).await.expect("revoke");
+        assert!(revoked.is_some(), "{backend}");
+        let twice = store.revoke_agent("a1", at(21), &name("admin"), vec![agent_event("a1")]).await.expect("revoke");
+        assert!(twice.is_none(), "{backend}");
+        let record = store.agent("a1").await.expect("read").expect("agent");
+        assert!(record.is_revoked(), "{backend}");
+        assert!(store.renew_agent("a1", "04", "06", at(90_000), vec![]).await.expect("renew").is_none(), "{backend}");
+        let back = store.enroll_agent("h2", at(22), &agent_record("a1", "07"), vec![agent_event("a1")]).await;
+        assert!(back.expect("store").is_ok(), "{backend}");
+        let record = store.agent("a1").await.expect("read").expect("agent");
+        assert!(!record.is_revoked() && record.cert_serial == "07", "{backend}: {record:?}");
+        assert_eq!(store.list_agents().await.expect("list").len(), 1, "{backend}");
+    }
+}

@@ -79,6 +79,17 @@ pub struct CommentBody {
 pub struct Connect {
     pub host: String,
     pub port: u16,
+    /// Other addresses that reach the same target (each agent of the
+    /// target's group has its own); any of them works.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -133,6 +133,16 @@ async fn follow_live_requests(core: Arc<Core>, every: Duration, mut shutdown: wa
 pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Result<std::process::ExitCode> {
     init_logging();
     let config = load_config(config_path)?;
+    // The agent listener and hub are not part of this build yet (issue
+    // 15): refuse, before anything is written, rather than accept targets
+    // nothing would enforce.
+    if config.agents.is_some() {
+        anyhow::bail!(
+            "this ajar server cannot run agents yet: the [agents] section and agent_group are read and checked, \
+             but the agent listener is not part of this build; remove [agents] and every agent_group from {} to start",
+            config_path.display()
+        );
+    }
     let data_dir = &config.server.data_dir;
     create_private_dir(data_dir)?;
 
@@ -141,7 +151,10 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&str)) -> anyhow::Res
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     // One clock for the core and every driver.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let drivers = crate::drivers::all(events_tx, clock.clone());
+    let drivers = crate::drivers::all(events_tx, clock.clone())
+        .into_iter()
+        .map(|(kind, driver)| (ajar_domain::Placement::Local(kind), driver))
+        .collect();
     let core = Core::new(store.clone(), config.catalog.clone(), settings(&config), drivers, clock, Some(audit_file));
     core.record_started(env!("CARGO_PKG_VERSION"), &config_path.display().to_string()).await?;
 
@@ -289,7 +302,14 @@ pub async fn cleanup(config_path: &Path) -> anyhow::Result<std::process::ExitCod
     let (events, _) = mpsc::unbounded_channel();
     let mut removed = false;
     for (kind, driver) in crate::drivers::all(events, Arc::new(SystemClock)) {
-        let targets: Vec<Target> = config.catalog.targets.iter().filter(|t| t.kind() == kind).cloned().collect();
+        // Agents clean up their own hosts; this cleans up this one.
+        let targets: Vec<Target> = config
+            .catalog
+            .targets
+            .iter()
+            .filter(|t| t.placement() == ajar_domain::Placement::Local(kind))
+            .cloned()
+            .collect();
         // Each driver's error already says what it could not remove.
         let said = driver.cleanup(&targets).await?;
         for sentence in &said {

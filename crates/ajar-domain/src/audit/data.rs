@@ -85,6 +85,54 @@ pub enum AuditData {
         version: String,
         config: String,
     },
+    /// An admin created a one-time enrolment token for an agent of `group`.
+    AgentTokenCreated {
+        group: Name,
+        expires_at: Timestamp,
+    },
+    /// An agent enrolled with a token and got its first certificate.
+    AgentEnrolled {
+        agent: Name,
+        group: Name,
+        serial: String,
+        not_after: Timestamp,
+    },
+    /// An agent (or something claiming to be one) was turned away; `agent`
+    /// is the name it claimed, escaped. The event's `reason` says why.
+    AgentRefused {
+        agent: String,
+    },
+    /// An admin revoked an agent: its certificate is refused from now on.
+    AgentRevoked {
+        agent: Name,
+        group: Name,
+    },
+    /// An agent renewed its certificate (at half its life).
+    AgentRenewed {
+        agent: Name,
+        serial: String,
+        not_after: Timestamp,
+    },
+    /// An agent connected; `enforced` counts the grants it said it enforces.
+    AgentConnected {
+        agent: Name,
+        group: Name,
+        version: String,
+        enforced: usize,
+    },
+    /// An agent's stream ended; the event's `reason` says why.
+    AgentDisconnected {
+        agent: Name,
+        group: Name,
+    },
+    /// What an agent that came back enforced differently from the grants of
+    /// its group, and was corrected: grants it had ended or never received
+    /// (`opened`), and grants it still enforced that had ended (`closed`).
+    AgentConverged {
+        agent: Name,
+        opened: Vec<String>,
+        closed: Vec<String>,
+    },
 }
 
 /// How someone signed in.
@@ -137,6 +185,14 @@ impl AuditData {
             AuditData::ConfigReloaded { .. } => Action::ConfigReloaded,
             AuditData::ConfigRejected { .. } => Action::ConfigRejected,
             AuditData::ServerStarted { .. } => Action::ServerStarted,
+            AuditData::AgentTokenCreated { .. } => Action::AgentTokenCreated,
+            AuditData::AgentEnrolled { .. } => Action::AgentEnrolled,
+            AuditData::AgentRefused { .. } => Action::AgentRefused,
+            AuditData::AgentRevoked { .. } => Action::AgentRevoked,
+            AuditData::AgentRenewed { .. } => Action::AgentRenewed,
+            AuditData::AgentConnected { .. } => Action::AgentConnected,
+            AuditData::AgentDisconnected { .. } => Action::AgentDisconnected,
+            AuditData::AgentConverged { .. } => Action::AgentConverged,
         }
     }
 
@@ -212,5 +268,26 @@ mod tests {
     fn a_payload_of_another_shape_is_not_read_as_its_action() {
         assert_eq!(AuditData::from_stored(Action::Opened, &json!({"host": "h"})), None);
         assert_eq!(AuditData::from_stored(Action::Approved, &json!({"extra": 1})), None);
+    }
+
+    #[test]
+    fn agent_payloads_read_back_as_their_variants() {
+        let name = |s: &str| Name::parse(s).expect("valid");
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let cases = [
+            AuditData::AgentTokenCreated { group: name("vpc-a"), expires_at: at },
+            AuditData::AgentEnrolled { agent: name("a1"), group: name("vpc-a"), serial: "4f".into(), not_after: at },
+            AuditData::AgentRefused { agent: "a1".into() },
+            AuditData::AgentRevoked { agent: name("a1"), group: name("vpc-a") },
+            AuditData::AgentRenewed { agent: name("a1"), serial: "50".into(), not_after: at },
+            AuditData::AgentConnected { agent: name("a1"), group: name("vpc-a"), version: "0.1.0".into(), enforced: 2 },
+            AuditData::AgentDisconnected { agent: name("a1"), group: name("vpc-a") },
+            AuditData::AgentConverged { agent: name("a1"), opened: vec!["r1".into()], closed: vec![] },
+        ];
+        for data in cases {
+            let stored = data.to_value();
+            assert_eq!(AuditData::from_stored(data.action(), &stored), Some(data.clone()), "{stored}");
+            assert!(Action::parse(data.action().as_str()).is_some());
+        }
     }
 }

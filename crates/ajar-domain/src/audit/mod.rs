@@ -49,10 +49,18 @@ pub enum Action {
     ConfigReloaded,
     ConfigRejected,
     ServerStarted,
+    AgentTokenCreated,
+    AgentEnrolled,
+    AgentRefused,
+    AgentRevoked,
+    AgentRenewed,
+    AgentConnected,
+    AgentDisconnected,
+    AgentConverged,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 31] = [
         Action::Requested,
         Action::Approved,
         Action::Denied,
@@ -76,6 +84,14 @@ impl Action {
         Action::ConfigReloaded,
         Action::ConfigRejected,
         Action::ServerStarted,
+        Action::AgentTokenCreated,
+        Action::AgentEnrolled,
+        Action::AgentRefused,
+        Action::AgentRevoked,
+        Action::AgentRenewed,
+        Action::AgentConnected,
+        Action::AgentDisconnected,
+        Action::AgentConverged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +119,14 @@ impl Action {
             Action::ConfigReloaded => "config_reloaded",
             Action::ConfigRejected => "config_rejected",
             Action::ServerStarted => "server_started",
+            Action::AgentTokenCreated => "agent_token_created",
+            Action::AgentEnrolled => "agent_enrolled",
+            Action::AgentRefused => "agent_refused",
+            Action::AgentRevoked => "agent_revoked",
+            Action::AgentRenewed => "agent_renewed",
+            Action::AgentConnected => "agent_connected",
+            Action::AgentDisconnected => "agent_disconnected",
+            Action::AgentConverged => "agent_converged",
         }
     }
 
