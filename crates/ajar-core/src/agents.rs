@@ -16,8 +16,10 @@ use crate::{Core, CoreError};
 
 /// The shortest and longest life of an enrolment token.
 pub const TOKEN_TTL: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(86_400));
-/// The longest agent name, version and CSR ajar reads from an agent.
+/// The longest version string ajar records of an agent.
 pub const MAX_VERSION: usize = 64;
+/// The largest certificate request ajar reads (a P-256 CSR is under 1 KiB).
+pub const MAX_CSR: usize = 16 * 1024;
 
 /// What the core needs from the agent plane: tokens, certificates and what
 /// is connected right now.
@@ -172,6 +174,11 @@ impl Core {
         if version.len() > MAX_VERSION || version.chars().any(text::forbidden) {
             return Err(self.refuse_agent(name, peer, "the agent's version string is not valid".into()).await);
         }
+        if csr_pem.len() > MAX_CSR {
+            return Err(self
+                .refuse_agent(name, peer, format!("the certificate request is larger than {MAX_CSR} bytes"))
+                .await);
+        }
         let hash = match plane.token_hash(token) {
             Ok(h) => h,
             Err(e) => return Err(self.refuse_agent(name, peer, e).await),
@@ -305,6 +312,9 @@ impl Core {
         let Ok(plane) = self.plane() else {
             return Err(AgentRefused("agents are off on this server".into()));
         };
+        if csr_pem.len() > MAX_CSR {
+            return Err(AgentRefused(format!("the renewal request is larger than {MAX_CSR} bytes")));
+        }
         let now = self.now();
         let issued = plane
             .issue(csr_pem, &record.name, now, plane.cert_lifetime())
