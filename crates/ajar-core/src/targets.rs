@@ -22,10 +22,6 @@ pub struct TargetView {
 }
 
 impl Core {
-    pub fn connect_info(&self, target: &Target) -> Option<Opened> {
-        self.drivers.get(&target.placement()).and_then(|d| d.connect_info(target, None))
-    }
-
     pub fn targets(&self, who: &Principal) -> Vec<TargetView> {
         let catalog = self.catalog();
         policy::offers(&catalog, who)

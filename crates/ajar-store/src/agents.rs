@@ -126,19 +126,6 @@ pub(crate) fn token_state(group: &str, expires_at: i64, used_by: Option<String>)
 /// Implements [`AgentStore`] for a store type of `sql_store!`.
 macro_rules! agent_store {
     ($store:ident, $db:ty) => {
-        impl $store {
-            /// Appends `events` after the chain head and commits `tx`.
-            async fn append_and_commit(
-                mut tx: sqlx::Transaction<'_, $db>,
-                events: &[NewAuditEvent],
-            ) -> Result<Vec<AuditEvent>, StoreError> {
-                let mut head = Self::chain_head(&mut tx).await?;
-                let written = Self::append(&mut tx, events, &mut head).await?;
-                tx.commit().await?;
-                Ok(written)
-            }
-        }
-
         #[async_trait::async_trait]
         impl $crate::agents::AgentStore for $store {
             async fn insert_agent_token(

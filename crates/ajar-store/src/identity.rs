@@ -72,10 +72,7 @@ macro_rules! identity_store {
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(conflict()),
                     Err(e) => return Err(e.into()),
                 }
-                let mut head = Self::chain_head(&mut tx).await?;
-                let written = Self::append(&mut tx, &events, &mut head).await?;
-                tx.commit().await?;
-                Ok(written)
+                Self::append_and_commit(tx, &events).await
             }
         }
     };

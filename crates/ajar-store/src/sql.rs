@@ -190,6 +190,18 @@ macro_rules! sql_store {
         }
 
         /// The sequence number and hash of the newest audit event.
+        /// Appends `events` after the chain head and commits `tx`: the end of
+        /// every unit of work that is not a request change.
+        async fn append_and_commit(
+            mut tx: Transaction<'_, $db>,
+            events: &[NewAuditEvent],
+        ) -> Result<Vec<AuditEvent>, StoreError> {
+            let mut head = Self::chain_head(&mut tx).await?;
+            let written = Self::append(&mut tx, events, &mut head).await?;
+            tx.commit().await?;
+            Ok(written)
+        }
+
         async fn chain_head(tx: &mut Transaction<'_, $db>) -> Result<(i64, String), StoreError> {
             let head: Option<(i64, String)> =
                 sqlx::query_as(&Self::sql("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"))
@@ -418,9 +430,7 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok((0, Vec::new()));
                 }
-                let mut head = Self::chain_head(&mut tx).await?;
-                let written = Self::append(&mut tx, &events, &mut head).await?;
-                tx.commit().await?;
+                let written = Self::append_and_commit(tx, &events).await?;
                 Ok((removed, written))
             }
 
